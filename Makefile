@@ -1,0 +1,67 @@
+# hf-recipes: the user interface. Every target that needs Python depends on `setup`,
+# so a fresh clone needs nothing but `make all` or `make test`.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The pinned torch is installed first and by itself: with it in place, the package's own range
+# (torch>=2.13,<3) is already satisfied and pip pulls no CUDA wheels on a CPU machine.
+TORCH_SPEC ?= torch==2.13.0
+PRESET ?= gpt2-tiny
+ACCELERATE_CONFIG ?= recipes/accelerate/cpu.yaml
+ARGS ?=
+MODEL ?= outputs/$(PRESET)/quantized-nf4
+REPO ?=
+PROMPT ?=
+LAUNCH = $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG)
+
+.PHONY: setup test lint format all pretrain sft dpo quantize eval chat push bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# The whole pipeline on the built-in data; each stage reads the previous stage's folder.
+all: setup
+	$(MAKE) --no-print-directory pretrain
+	$(MAKE) --no-print-directory sft
+	$(MAKE) --no-print-directory dpo
+	$(MAKE) --no-print-directory quantize
+	$(MAKE) --no-print-directory eval
+
+pretrain sft dpo: setup
+	$(LAUNCH) recipes/$@.py --config recipes/$(PRESET)/$@.yaml $(ARGS)
+
+quantize: setup
+	$(PY) recipes/quantize.py --config recipes/$(PRESET)/quantize.yaml $(ARGS)
+
+eval: setup
+	$(PY) recipes/evaluate.py --config recipes/$(PRESET)/evaluate.yaml $(ARGS)
+
+chat: setup
+	$(PY) recipes/generate.py --model $(MODEL) $(if $(PROMPT),--prompt "$(PROMPT)") $(ARGS)
+
+push: setup
+	@test -n "$(REPO)" || { echo "usage: make push MODEL=<folder> REPO=<user/name>"; exit 2; }
+	$(PY) recipes/push.py --model $(MODEL) --repo_id $(REPO) $(ARGS)
+
+bench: setup
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache build dist *.egg-info

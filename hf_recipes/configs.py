@@ -1,0 +1,234 @@
+"""The argument dataclasses we own, and the parser that turns a recipe YAML plus `--key value` flags into them.
+
+Each stage parses one tuple of dataclasses. We reuse TRL's `ScriptArguments`, `ModelConfig`, `SFTConfig` and
+`DPOConfig` and the `transformers` `TrainingArguments`, adding only the fields they lack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from hf_recipes.runtime import RecipeError, did_you_mean
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretraining
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataArguments(ScriptArguments):
+    dataset_name: str | None = field(
+        default="stdlib",
+        metadata={
+            "help": "'stdlib' (the running Python's standard library source), a local file or folder "
+            "(.txt/.jsonl/.json/.csv/.parquet), or a Hub dataset id."
+        },
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (branch, tag, sha)."})
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={"help": "Split to validate on. None: hold out `validation_percent` of documents by a path hash."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Column that holds the raw text."})
+    validation_percent: float = field(
+        default=5.0, metadata={"help": "Percent of documents held out for validation when there is no test split."}
+    )
+    max_documents: int | None = field(
+        default=None, metadata={"help": "Use at most this many training documents (for quick runs)."}
+    )
+
+
+@dataclass
+class PretrainModelArguments(ModelConfig):
+    preset: str = field(
+        default="gpt2-tiny",
+        metadata={"help": "GPT-2 shape preset: gpt2-tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl."},
+    )
+    n_layer: int | None = field(default=None, metadata={"help": "Transformer blocks (overrides the preset)."})
+    n_head: int | None = field(default=None, metadata={"help": "Attention heads (overrides the preset)."})
+    n_embd: int | None = field(default=None, metadata={"help": "Hidden size (overrides the preset)."})
+    n_positions: int | None = field(default=None, metadata={"help": "Context length (overrides the preset)."})
+    dropout: float | None = field(
+        default=None, metadata={"help": "Residual, embedding and attention dropout (overrides the preset)."}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer to reuse (Hub id or folder). None: the model's own, or a new byte-level BPE "
+            "trained on the training split when the model is built from scratch."
+        },
+    )
+    tokenizer_vocab_size: int = field(
+        default=8192, metadata={"help": "Vocabulary size of a newly trained tokenizer (before padding to 64)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run code from the model's repository. Off unless a recipe turns it on."}
+    )
+
+
+@dataclass
+class PretrainConfig(TrainingArguments):
+    block_size: int = field(default=256, metadata={"help": "Tokens per training sequence (packed, no padding)."})
+    # Defaults that differ from TrainingArguments: why is in each help.
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "Keep False: True logs a NaN loss as 0.0 and the run 'succeeds'."}
+    )
+    report_to: None | str | list[str] = field(  # noqa: RUF036 (TRL's parser needs None first here)
+        default="tensorboard", metadata={"help": "Where to log: tensorboard (in <output_dir>/runs), none, ..."}
+    )
+    eval_strategy: IntervalStrategy | str = field(
+        default="steps", metadata={"help": "When to evaluate: steps, epoch or no."}
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept (the best by eval loss is always one of them)."}
+    )
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Save the checkpoint with the lowest eval loss as the final model."}
+    )
+    metric_for_best_model: str | None = field(default="eval_loss", metadata={"help": "Metric that picks the best."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output folder that holds another run's checkpoints (default: resume)."},
+    )
+
+
+PRETRAIN_ARGUMENTS = (DataArguments, PretrainModelArguments, PretrainConfig)
+
+# Which dataclass tuple parses each stage's recipes (a recipe file is named <stage>[_variant].yaml).
+STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {"pretrain": PRETRAIN_ARGUMENTS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RecipeParser(TrlParser):
+    """`TrlParser` whose mistakes are `RecipeError`s naming the key and the closest valid one.
+
+    Abbreviated flags are refused (`--learning_rat` must not silently mean `--learning_rate`), YAML values are
+    checked against the field's type and choices (argparse checks neither for defaults), and unknown keys in the
+    YAML or on the command line are errors.
+    """
+
+    def __init__(self, dataclass_types, **kwargs):
+        super().__init__(dataclass_types, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise RecipeError(message)
+
+    def option_names(self) -> list[str]:
+        """All `--key` names without their dashes."""
+        return [opt[2:] for action in self._actions for opt in action.option_strings if opt.startswith("--")]
+
+    def parse(self, args: list[str]) -> tuple[Any, ...]:
+        """Parse `--config file.yaml` then `--key value` overrides into the dataclasses."""
+        args = list(args)
+        config_path = None
+        if "--config" in args:
+            index = args.index("--config")
+            if index + 1 >= len(args):
+                raise RecipeError("--config needs a path to a recipe YAML file")
+            config_path = args[index + 1]
+            self._check_config(config_path)
+        unknown_flags = [arg for arg in args if arg.startswith("--") and arg[2:].split("=")[0] not in self.valid_keys]
+        for flag in unknown_flags:
+            name = flag[2:].split("=")[0]
+            raise RecipeError(f"unknown option '--{name}'{did_you_mean(name, self.option_names())}")
+        try:
+            return self.parse_args_and_config(args)
+        except ValueError as error:  # raised by dataclass __post_init__ checks (e.g. TrainingArguments)
+            raise RecipeError(f"{config_path or 'command line'}: {error}") from error
+
+    @property
+    def valid_keys(self) -> set[str]:
+        return {*self.option_names(), "config"}
+
+    def _check_config(self, config_path: str) -> None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {config_path}")
+        try:
+            config = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise RecipeError(f"{config_path}: not valid YAML: {error}".replace("\n", " ")) from error
+        if not isinstance(config, dict):
+            raise RecipeError(f"{config_path}: a recipe must be a YAML mapping of field: value")
+        actions = {action.dest: action for action in self._actions}
+        hints = {name: hint for dtype in self.dataclass_types for name, hint in typing.get_type_hints(dtype).items()}
+        for key, value in config.items():
+            if key == "env":
+                continue
+            if key not in actions:
+                raise RecipeError(f"{config_path}: unknown key '{key}'{did_you_mean(key, actions)}")
+            check_value(actions[key], hints.get(key, Any), value, where=f"{config_path}: '{key}'")
+
+
+def check_value(action: argparse.Action, hint: Any, value: Any, where: str) -> None:
+    """Refuse a YAML value that argparse would accept blindly because it arrives as a default."""
+    if value is None:
+        return
+    if action.choices is not None and str(value) not in map(str, action.choices):
+        raise RecipeError(f"{where} is {value!r}; choose one of {', '.join(map(str, action.choices))}")
+    allowed = {arg for arg in typing.get_args(hint) or (hint,) if arg is not type(None)}
+    is_list = any(typing.get_origin(arg) is list for arg in allowed)
+    if isinstance(value, list) and is_list:
+        allowed = {arg for union in allowed for arg in typing.get_args(union) or (union,)}
+        values = value
+    else:
+        values = [value]
+    for item in values:
+        if isinstance(item, str) and str not in allowed and action.type is not None:
+            try:
+                action.type(item)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+                raise RecipeError(f"{where} is {item!r}, which is not {_describe(allowed)}") from error
+        elif not isinstance(item, str) and not _fits(item, allowed):
+            raise RecipeError(f"{where} is {item!r}, which is not {_describe(allowed)}")
+
+
+def _fits(value: Any, allowed: set[Any]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int) and (int in allowed or float in allowed):
+        return True
+    if isinstance(value, float) and float in allowed:
+        return True
+    # Containers and types we do not model (dicts for *_kwargs, enums, ...) are left to the dataclass itself.
+    return not allowed & {int, float, bool} or (allowed - {int, float, bool, str}) != set()
+
+
+def _describe(allowed: set[Any]) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return " or ".join(sorted(names.get(arg, getattr(arg, "__name__", str(arg))) for arg in allowed))
+
+
+def parse_stage(stage: str, args: list[str]) -> tuple[Any, ...]:
+    """Parse a stage's `--config file.yaml --key value ...` into its dataclass tuple."""
+    return RecipeParser(STAGE_ARGUMENTS[stage]).parse(args)
+
+
+def stage_of_recipe(path: Path | str) -> str:
+    """`recipes/gpt2-tiny/sft_lora.yaml` -> `sft`."""
+    return Path(path).stem.split("_")[0]
+
+
+__all__ = [
+    "PRETRAIN_ARGUMENTS",
+    "STAGE_ARGUMENTS",
+    "DataArguments",
+    "PretrainConfig",
+    "PretrainModelArguments",
+    "RecipeParser",
+    "parse_stage",
+    "stage_of_recipe",
+]

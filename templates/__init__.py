@@ -1,0 +1,1 @@
+"""Chat templates and the model card template; ships inside the wheel as `hf_recipes.templates`."""

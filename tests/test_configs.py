@@ -1,0 +1,110 @@
+"""Recipes parse (so they cannot rot) and config mistakes are one-line errors that name the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_recipes.configs import STAGE_ARGUMENTS, RecipeParser, parse_stage, stage_of_recipe
+from hf_recipes.runtime import RecipeError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted(p for p in (REPO_ROOT / "recipes").rglob("*.yaml") if p.parent.name != "accelerate")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO_ROOT / "recipes")))
+def test_every_recipe_parses_with_its_stage_parser(recipe):
+    stage = stage_of_recipe(recipe)
+    assert stage in STAGE_ARGUMENTS, f"{recipe.name}: no parser for stage '{stage}'"
+    parsed = RecipeParser(STAGE_ARGUMENTS[stage]).parse(["--config", str(recipe)])
+    assert len(parsed) == len(STAGE_ARGUMENTS[stage])
+
+
+def test_recipes_exist_for_the_default_preset():
+    assert (REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml").is_file()
+
+
+def test_cli_flag_overrides_yaml(tmp_path):
+    recipe = tmp_path / "pretrain.yaml"
+    recipe.write_text("n_layer: 2\nlearning_rate: 1e-3\noutput_dir: out\n")
+    _data, model, training = parse_stage("pretrain", ["--config", str(recipe), "--n_layer", "3"])
+    assert model.n_layer == 3
+    assert training.learning_rate == pytest.approx(1e-3)  # YAML's '1e-3' is a string; it still becomes a float
+
+
+def write_recipe(tmp_path, content: dict) -> str:
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"learnig_rate": 1e-3}, "unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
+        ({"n_layers": 2}, "unknown key 'n_layers' (did you mean 'n_layer'?)"),
+        ({"n_layer": "two"}, "'n_layer' is 'two', which is not an integer"),
+        ({"n_layer": [2]}, "'n_layer' is [2], which is not an integer"),
+        ({"learning_rate": "fast"}, "'learning_rate' is 'fast', which is not a number"),
+        ({"use_peft": "maybe"}, "'use_peft' is 'maybe', which is not true or false"),
+        ({"eval_strategy": "sometimes"}, "'eval_strategy' is 'sometimes'; choose one of no, steps, epoch"),
+    ],
+)
+def test_recipe_mistakes_name_the_key(tmp_path, content, message):
+    with pytest.raises(RecipeError) as error:
+        parse_stage("pretrain", ["--config", write_recipe(tmp_path, content)])
+    assert message in str(error.value)
+    assert "pretrain.yaml" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--learning_rat", "1e-3"], "unknown option '--learning_rat' (did you mean 'learning_rate'?)"),
+        (["--max_step=3"], "unknown option '--max_step' (did you mean 'max_steps'?)"),
+        (["--n_layer", "x"], "invalid int value: 'x'"),
+        (["--config", "missing.yaml"], "recipe file not found: missing.yaml"),
+    ],
+)
+def test_command_line_mistakes(argv, message):
+    with pytest.raises(RecipeError, match=None) as error:
+        parse_stage("pretrain", argv)
+    assert message in str(error.value)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "pretrain.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(RecipeError, match="must be a YAML mapping"):
+        parse_stage("pretrain", ["--config", str(path)])
+
+
+@pytest.mark.parametrize("stage", ["pretrain"])
+def test_script_exits_2_with_one_line_naming_the_key(tmp_path, stage):
+    bad = tmp_path / f"{stage}.yaml"
+    bad.write_text("output_dir: out\nlearnig_rate: 0.001\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "recipes" / f"{stage}.py"), "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error_lines == [f"error: {bad}: unknown key 'learnig_rate' (did you mean 'learning_rate'?)"]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    bad = tmp_path / "pretrain.yaml"
+    bad.write_text("learnig_rate: 0.001\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "recipes/pretrain.py"), "--config", str(bad), "--debug"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "RecipeError" in result.stderr
