@@ -1,0 +1,134 @@
+"""GPT-2 presets, building a model from scratch or loading one from the Hub or a folder, and its FLOPs per token."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+
+from hf_recipes.runtime import RecipeError
+
+logger = logging.getLogger("hf_recipes")
+
+# GPT-2 shapes by name. gpt2-tiny is sized so the whole CPU pipeline fits in minutes on two cores:
+# 4 x 12 x 256^2 x 4 layers = 3.1M non-embedding parameters, + 8,192 x 256 = 2.1M tied embedding.
+PRESETS: dict[str, dict[str, int]] = {
+    "gpt2-tiny": {"n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 512},
+    "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
+    "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "n_positions": 1024},
+    "gpt2-large": {"n_layer": 36, "n_head": 20, "n_embd": 1280, "n_positions": 1024},
+    "gpt2-xl": {"n_layer": 48, "n_head": 25, "n_embd": 1600, "n_positions": 1024},
+}
+VOCAB_MULTIPLE = 64  # matmuls on padded vocabularies run faster (50,257 -> 50,304 for GPT-2)
+
+
+def pad_vocab_size(vocab_size: int, multiple: int = VOCAB_MULTIPLE) -> int:
+    """Round up to a multiple of 64."""
+    return -(-vocab_size // multiple) * multiple
+
+
+def gpt2_config(
+    preset: str,
+    vocab_size: int,
+    bos_token_id: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    dropout: float | None = None,
+    **overrides: int | None,
+) -> GPT2Config:
+    """A GPT-2 config from a preset, with explicit non-None fields overriding it."""
+    if preset not in PRESETS:
+        from hf_recipes.runtime import did_you_mean
+
+        raise RecipeError(
+            f"unknown preset '{preset}'{did_you_mean(preset, PRESETS)}; choose from {', '.join(PRESETS)}"
+        )
+    shape = PRESETS[preset] | {key: value for key, value in overrides.items() if value is not None}
+    if shape["n_embd"] % shape["n_head"]:
+        raise RecipeError(f"n_embd ({shape['n_embd']}) must be divisible by n_head ({shape['n_head']})")
+    drop = {} if dropout is None else {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+    return GPT2Config(
+        vocab_size=pad_vocab_size(vocab_size),
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        **shape,
+        **drop,
+    )
+
+
+def build_model(config: GPT2Config) -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 using PyTorch's SDPA attention."""
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def explain_load_error(name_or_path: str, revision: str | None, what: str, error: Exception) -> RecipeError:
+    """Turn a from_pretrained failure into a RecipeError that says what to do."""
+    if os.path.isdir(name_or_path):
+        return RecipeError(f"{name_or_path} is a folder but holds no loadable {what}: {error}".splitlines()[0])
+    if os.path.exists(name_or_path):
+        return RecipeError(f"{name_or_path} is a file; {what}s load from a folder or a Hub id")
+    where = f"'{name_or_path}'" + (f" (revision {revision})" if revision else "")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return RecipeError(
+            f"{where} is not a local folder and its {what} is not in the Hugging Face cache, and HF_HUB_OFFLINE=1 "
+            "forbids downloading it: run once online (or `hf download " + name_or_path + "`), or pass a local folder"
+        )
+    return RecipeError(f"could not load the {what} for {where}: {str(error).splitlines()[0]}")
+
+
+def load_model(
+    name_or_path: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str | torch.dtype | None = None,
+    **kwargs,
+) -> PreTrainedModel:
+    """Load a causal LM from a Hub id or a folder (safetensors only, no remote code unless asked)."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            use_safetensors=True,
+            attn_implementation=kwargs.pop("attn_implementation", "sdpa"),
+            **kwargs,
+        )
+    except (OSError, ValueError) as error:
+        raise explain_load_error(name_or_path, revision, "model", error) from error
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    total: int
+    non_embedding: int
+    flops_per_token: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.total / 1e6:.2f}M parameters ({self.non_embedding / 1e6:.2f}M non-embedding), "
+            f"{self.flops_per_token / 1e6:.1f} MFLOPs per training token"
+        )
+
+
+def model_size(model: PreTrainedModel, sequence_length: int) -> ModelSize:
+    """Parameter counts and PaLM's FLOPs per token, 6N + 12 * n_layer * n_embd * sequence_length.
+
+    N counts every weight used in a matmul: the tied token embedding is the output projection, so it stays in N;
+    position embeddings are a lookup, so they are left out (as nanoGPT does).
+    """
+    total = sum(p.numel() for p in model.parameters())
+    token_embeddings = model.get_input_embeddings().weight.numel()
+    positions = getattr(getattr(model, "transformer", None), "wpe", None)
+    position_embeddings = positions.weight.numel() if positions is not None else 0
+    config = model.config
+    attention = 12 * config.n_layer * config.n_embd * sequence_length
+    return ModelSize(
+        total=total,
+        non_embedding=total - token_embeddings - position_embeddings,
+        flops_per_token=6 * (total - position_embeddings) + attention,
+    )
