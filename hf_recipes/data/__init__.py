@@ -1,0 +1,1 @@
+"""Data sources, the built-in standard-library corpus and tasks, conversation formats, and packing."""

@@ -1,0 +1,67 @@
+"""Pretraining packing: tokenize documents, join them with eos, cut the stream into full `block_size` blocks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger("hf_recipes")
+
+
+def pack_ids(documents: Iterable[list[int]], block_size: int, eos_token_id: int) -> tuple[list[list[int]], int]:
+    """Join token lists with eos and cut into full blocks; returns (blocks, tokens left over at the end)."""
+    stream: list[int] = []
+    for ids in documents:
+        stream.extend(ids)
+        stream.append(eos_token_id)
+    usable = len(stream) // block_size * block_size
+    return [stream[start : start + block_size] for start in range(0, usable, block_size)], len(stream) - usable
+
+
+def packing_function(tokenizer: PreTrainedTokenizerBase, block_size: int, text_column: str = "text"):
+    """A batched `datasets.map` function: texts in, full blocks of `input_ids` and identical `labels` out.
+
+    Leftover tokens at the end of each map batch are dropped (at most block_size - 1 per 1,000 documents).
+    """
+
+    def pack(batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
+        encoded = tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]
+        blocks, _ = pack_ids(encoded, block_size, tokenizer.eos_token_id)
+        # Labels are the inputs: the model shifts them by one position itself.
+        return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
+
+    return pack
+
+
+@dataclass(frozen=True)
+class PackedStats:
+    documents: int
+    blocks: int
+    block_size: int
+
+    @property
+    def tokens(self) -> int:
+        return self.blocks * self.block_size
+
+    def describe(self, split: str) -> str:
+        return f"{split}: {self.documents:,} documents -> {self.blocks:,} blocks of {self.block_size} = {self.tokens:,} tokens"
+
+
+def pack_dataset(dataset, tokenizer: PreTrainedTokenizerBase, block_size: int, text_column: str = "text"):
+    """Pack a `datasets` Dataset (or IterableDataset) of texts into blocks; every other column is dropped."""
+    import datasets
+
+    columns = dataset.column_names
+    # Only map-style datasets show a progress bar (and cache the result); streaming ones pack lazily.
+    kwargs = {"desc": f"Packing into {block_size}-token blocks"} if isinstance(dataset, datasets.Dataset) else {}
+    return dataset.map(
+        packing_function(tokenizer, block_size, text_column),
+        batched=True,
+        batch_size=1000,
+        remove_columns=columns,
+        **kwargs,
+    )

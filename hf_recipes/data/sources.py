@@ -1,0 +1,137 @@
+"""Load and validate a text source for pretraining: the built-in `stdlib` corpus, local files, or a Hub dataset.
+
+Every mistake a user can make here (missing file, missing column, empty data, bad encoding, uncached Hub id while
+offline) is a RecipeError raised before any model loads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict
+
+from hf_recipes.data import stdlib
+from hf_recipes.runtime import RecipeError
+
+# File extension -> `datasets` builder.
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def stdlib_corpus(validation_percent: float = stdlib.VALIDATION_PERCENT) -> DatasetDict:
+    """The standard library source as {train, validation} datasets of `path` and `text`, cached by `datasets`."""
+    splits = {}
+    for split in ("train", "validation"):
+        modules = stdlib.split_modules(split, validation_percent)
+        # from_generator caches by a hash of the function and its arguments: the same Python gives the same cache.
+        splits[split] = Dataset.from_generator(
+            stdlib.iter_documents, gen_kwargs={"modules": modules, "root": str(stdlib.STDLIB_ROOT)}
+        )
+    return DatasetDict(splits)
+
+
+def local_files(path: Path) -> list[Path]:
+    """The data files under `path` (itself, or the supported files of a folder), with one extension."""
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in BUILDERS)
+        if not files:
+            raise RecipeError(f"{path}: no data files ({', '.join(BUILDERS)}) in this folder")
+    suffixes = {BUILDERS.get(p.suffix) for p in files}
+    if None in suffixes:
+        raise RecipeError(f"{files[0]}: unsupported file type; use one of {', '.join(BUILDERS)}")
+    if len(suffixes) > 1:
+        raise RecipeError(f"{path}: mixes file types ({', '.join(sorted(p.suffix for p in files))}); use one kind")
+    return files
+
+
+def _check_text_files(files: list[Path], path: Path) -> None:
+    """Refuse undecodable bytes (with file and line) and files with nothing in them."""
+    if all(file.stat().st_size == 0 for file in files):
+        raise RecipeError(f"{path} is empty")
+    for file in files:
+        if file.suffix == ".parquet":
+            continue
+        data = file.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise RecipeError(f"{file}:{line}: not UTF-8 text (byte offset {error.start})") from None
+
+
+def load_local(path: Path, streaming: bool = False):
+    """Load local files with the `datasets` builder for their extension, as a single 'train' split."""
+    files = local_files(path)
+    _check_text_files(files, path)
+    builder = BUILDERS[files[0].suffix]
+    try:
+        return datasets.load_dataset(builder, data_files={"train": [str(f) for f in files]}, streaming=streaming)
+    except Exception as error:  # the builders raise ValueError, ArrowInvalid, DatasetGenerationError, ...
+        cause = error.__cause__ or error
+        raise RecipeError(f"{path}: could not be read as {builder}: {str(cause).splitlines()[0]}") from error
+
+
+def load_hub(name: str, config: str | None, revision: str | None, streaming: bool):
+    """Load a Hub dataset (or from the local cache when offline), turning failures into what to do."""
+    try:
+        return datasets.load_dataset(name, config, revision=revision, streaming=streaming)
+    except Exception as error:  # datasets raises many types here (ConnectionError, FileNotFoundError, ValueError...)
+        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        if offline:
+            raise RecipeError(
+                f"dataset '{name}' is not a local path and is not in the datasets cache, and offline mode "
+                "(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE=1) forbids downloading it: run once online or pass a local path"
+            ) from error
+        raise RecipeError(f"could not load dataset '{name}': {str(error).splitlines()[0]}") from error
+
+
+def load_text_source(
+    dataset_name: str,
+    text_column: str = "text",
+    dataset_config: str | None = None,
+    dataset_revision: str | None = None,
+    train_split: str = "train",
+    test_split: str | None = None,
+    validation_percent: float = stdlib.VALIDATION_PERCENT,
+    streaming: bool = False,
+    seed: int = 0,
+) -> DatasetDict:
+    """A {train, validation} DatasetDict with one `text` column, validated; errors name the file and the columns."""
+    if dataset_name == "stdlib":
+        if streaming:
+            raise RecipeError("the built-in 'stdlib' corpus fits in memory; set dataset_streaming: false")
+        return stdlib_corpus(validation_percent)
+    where = f"dataset '{dataset_name}'"
+    if os.path.exists(dataset_name):
+        raw = load_local(Path(dataset_name), streaming)
+        where = dataset_name
+    elif dataset_name.startswith((".", "/", "~")) or dataset_name.endswith(tuple(BUILDERS)):
+        raise RecipeError(f"data file not found: {dataset_name}")
+    else:
+        raw = load_hub(dataset_name, dataset_config, dataset_revision, streaming)
+    if train_split not in raw:
+        raise RecipeError(f"{where} has no split '{train_split}'; it has {', '.join(raw)}")
+    train = raw[train_split]
+    columns = train.column_names or []
+    if text_column not in columns:
+        raise RecipeError(f"{where} has no column '{text_column}'; its columns are {', '.join(columns)}")
+    if test_split is not None:
+        if test_split not in raw:
+            raise RecipeError(f"{where} has no split '{test_split}'; it has {', '.join(raw)}")
+        splits = {"train": train, "validation": raw[test_split]}
+    elif streaming:
+        raise RecipeError("a streamed dataset needs dataset_test_split to validate on (it cannot be split by count)")
+    else:
+        if len(train) == 0:
+            raise RecipeError(f"{where} is empty")
+        held_out = train.train_test_split(test_size=max(1, round(len(train) * validation_percent / 100)), seed=seed)
+        splits = {"train": held_out["train"], "validation": held_out["test"]}
+    result = DatasetDict({split: data.select_columns([text_column]) for split, data in splits.items()})
+    if not streaming:
+        for split, data in result.items():
+            if len(data) == 0 or not any(isinstance(t, str) and t.strip() for t in data[:1000][text_column]):
+                raise RecipeError(f"{where}: the {split} split has no text in column '{text_column}'")
+    return result
