@@ -96,7 +96,7 @@ def test_source_errors_name_the_problem(tmp_path, setup, message):
 
 
 def test_uncached_hub_dataset_while_offline_says_so():
-    with pytest.raises(RecipeError, match="not in the datasets cache.*offline"):
+    with pytest.raises(RecipeError, match=r"not in the datasets cache.*offline"):
         load_text_source("someone/not-a-cached-dataset")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -35,20 +34,6 @@ def packing_function(tokenizer: PreTrainedTokenizerBase, block_size: int, text_c
         return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
 
     return pack
-
-
-@dataclass(frozen=True)
-class PackedStats:
-    documents: int
-    blocks: int
-    block_size: int
-
-    @property
-    def tokens(self) -> int:
-        return self.blocks * self.block_size
-
-    def describe(self, split: str) -> str:
-        return f"{split}: {self.documents:,} documents -> {self.blocks:,} blocks of {self.block_size} = {self.tokens:,} tokens"
 
 
 def pack_dataset(dataset, tokenizer: PreTrainedTokenizerBase, block_size: int, text_column: str = "text"):

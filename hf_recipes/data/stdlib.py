@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import textwrap
 import sysconfig
+import textwrap
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
