@@ -45,6 +45,9 @@ class DataArguments(ScriptArguments):
     max_documents: int | None = field(
         default=None, metadata={"help": "Use at most this many training documents (for quick runs)."}
     )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many validation blocks (evaluation is not free)."}
+    )
 
 
 @dataclass
@@ -72,6 +75,10 @@ class PretrainModelArguments(ModelConfig):
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run code from the model's repository. Off unless a recipe turns it on."}
+    )
+    chat_template: str = field(
+        default="llama2",
+        metadata={"help": "Chat template saved with the tokenizer: a name in templates/ (llama2, chatml) or a path."},
     )
 
 
@@ -105,6 +112,61 @@ PRETRAIN_ARGUMENTS = (DataArguments, PretrainModelArguments, PretrainConfig)
 
 # Which dataclass tuple parses each stage's recipes (a recipe file is named <stage>[_variant].yaml).
 STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {"pretrain": PRETRAIN_ARGUMENTS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quantize (4-bit export, verified) and generate (sampling from any stage's folder)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizeArguments:
+    model_name_or_path: str = field(
+        default="outputs/gpt2-tiny/dpo",
+        metadata={"help": "Model folder to export: a full model, or a LoRA adapter folder (merged into its base)."},
+    )
+    output_dir: str = field(default="outputs/gpt2-tiny/quantized-nf4", metadata={"help": "Where the export goes."})
+    quant_type: typing.Literal["nf4", "fp4"] = field(
+        default="nf4", metadata={"help": "4-bit data type: nf4 (suits normally distributed weights) or fp4."}
+    )
+    double_quant: bool = field(
+        default=True, metadata={"help": "Quantize the per-block scales too (about 0.4 bits per weight saved)."}
+    )
+    compute_dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "dtype the 4-bit matmuls compute in; auto: float32 on CPU, bfloat16 on GPU."}
+    )
+    max_perplexity_ratio: float = field(
+        default=1.10,
+        metadata={"help": "Fail, marking the export NOT_VERIFIED, when 4-bit / full perplexity exceeds this."},
+    )
+    block_size: int = field(default=256, metadata={"help": "Tokens per held-out perplexity block."})
+    eval_blocks: int = field(default=32, metadata={"help": "Held-out validation text blocks for perplexity."})
+    eval_examples: int = field(default=64, metadata={"help": "Held-out function-name conversations for exact match."})
+    max_new_tokens: int = field(default=16, metadata={"help": "Generation budget per held-out answer."})
+    eval_batch_size: int = field(default=8, metadata={"help": "Blocks or prompts per forward pass when verifying."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+
+
+@dataclass
+class GenerateArguments:
+    model: str = field(metadata={"help": "Model folder: any stage's output (full, merged or 4-bit)."})
+    prompt: str | None = field(default=None, metadata={"help": "Answer this one message and exit (else: chat)."})
+    system: str | None = field(default=None, metadata={"help": "System message placed before the conversation."})
+
+
+@dataclass
+class SamplingArguments:
+    temperature: float = field(default=0.7, metadata={"help": "Softmax temperature; 0 means greedy decoding."})
+    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens (0: no limit)."})
+    top_p: float = field(default=0.9, metadata={"help": "Sample among the smallest set of tokens with this mass."})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "Divide logits of seen tokens by this (1: off)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Most tokens generated per reply."})
+    do_sample: bool = field(default=True, metadata={"help": "Sample (true) or decode greedily (false)."})
+    seed: int | None = field(default=0, metadata={"help": "Seed set before each reply, so sampling repeats."})
+
+
+STAGE_ARGUMENTS["quantize"] = (QuantizeArguments,)
+STAGE_ARGUMENTS["generate"] = (GenerateArguments, SamplingArguments)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,13 +1,210 @@
-"""Pretrain a GPT-2-architecture model from scratch or from the Hub with the `transformers` Trainer."""
+"""Pretrain a GPT-2-architecture model from scratch or from the Hub with the `transformers` Trainer.
 
+accelerate launch recipes/pretrain.py --config recipes/gpt2-tiny/pretrain.yaml [--key value ...]
+"""
+
+import time
+
+from transformers import AutoConfig, Trainer, default_data_collator, set_seed
+
+from hf_recipes import runtime, training
+from hf_recipes.chat import attach_chat_template
 from hf_recipes.configs import parse_stage
-from hf_recipes.runtime import RecipeError, run_recipe
+from hf_recipes.data.packing import pack_dataset
+from hf_recipes.data.sources import load_text_source
+from hf_recipes.modeling import build_model, explain_load_error, gpt2_config, load_model, model_size, pad_vocab_size
+from hf_recipes.runtime import RecipeError, logger
+from hf_recipes.tokenization import load_tokenizer, train_bpe_tokenizer
+
+
+class PretrainTrainer(training.PerplexityLogMixin, Trainer):
+    """The stock Trainer, logging eval perplexity next to eval loss."""
+
+
+def n_positions_of(model_args) -> int:
+    """The context length the model will have, known before any weights load."""
+    if model_args.model_name_or_path is None:
+        from hf_recipes.modeling import PRESETS
+
+        return model_args.n_positions or PRESETS.get(model_args.preset, {}).get("n_positions", 0)
+    try:
+        config = AutoConfig.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            trust_remote_code=model_args.trust_remote_code,
+        )
+    except (OSError, ValueError) as error:
+        raise explain_load_error(model_args.model_name_or_path, model_args.model_revision, "config", error) from error
+    return getattr(config, "n_positions", None) or config.max_position_embeddings
+
+
+def make_tokenizer(model_args, train_texts, resume_dir):
+    """Reuse the run's own tokenizer on resume; else the named one, the model's, or a new BPE on the train split."""
+    if resume_dir is not None:
+        return load_tokenizer(str(resume_dir.parent))
+    source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if source:
+        return load_tokenizer(
+            source, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+        )
+    logger.info(
+        "Training a byte-level BPE tokenizer (vocab %d) on the training split", model_args.tokenizer_vocab_size
+    )
+    return train_bpe_tokenizer(train_texts, vocab_size=model_args.tokenizer_vocab_size)
+
+
+def make_model(model_args, tokenizer):
+    if model_args.model_name_or_path is None:
+        config = gpt2_config(
+            model_args.preset,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            dropout=model_args.dropout,
+            n_layer=model_args.n_layer,
+            n_head=model_args.n_head,
+            n_embd=model_args.n_embd,
+            n_positions=model_args.n_positions,
+        )
+        return build_model(config)
+    model = load_model(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=model_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation or "sdpa",
+    )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # e.g. the pad token we added to GPT-2's
+        model.resize_token_embeddings(pad_vocab_size(len(tokenizer)))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
 
 
 def main(argv: list[str]) -> None:
-    parse_stage("pretrain", argv)
-    raise RecipeError("pretraining is not built yet")
+    data_args, model_args, training_args = parse_stage("pretrain", argv)
+    runtime.setup_logging(training_args.process_index == 0)
+    set_seed(training_args.seed)
+    hub_token = training.drop_secrets(training_args)
+    output_dir = training.prepare_output_dir(training_args, data_args, model_args)
+    resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
+
+    # Everything a user can get wrong is checked before the model exists.
+    n_positions = n_positions_of(model_args)
+    if training_args.block_size > n_positions:
+        raise RecipeError(f"block_size ({training_args.block_size}) is larger than n_positions ({n_positions})")
+    corpus = load_text_source(
+        data_args.dataset_name,
+        data_args.text_column,
+        data_args.dataset_config,
+        data_args.dataset_revision,
+        data_args.dataset_train_split,
+        data_args.dataset_test_split,
+        data_args.validation_percent,
+        data_args.dataset_streaming,
+        training_args.seed,
+    )
+    if data_args.max_documents is not None and not data_args.dataset_streaming:
+        corpus["train"] = corpus["train"].select(range(min(data_args.max_documents, len(corpus["train"]))))
+    if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
+        raise RecipeError("pretraining trains every weight in full precision: use_peft/load_in_4bit are for sft/dpo")
+
+    with training_args.main_process_first(desc="tokenizer"):
+        tokenizer = make_tokenizer(model_args, corpus["train"][data_args.text_column], resume_dir)
+    attach_chat_template(tokenizer, model_args.chat_template)
+    with training_args.main_process_first(desc="packing"):
+        packed = {
+            split: pack_dataset(data, tokenizer, training_args.block_size, data_args.text_column)
+            for split, data in corpus.items()
+        }
+    if data_args.max_eval_samples is not None and not data_args.dataset_streaming:
+        packed["validation"] = packed["validation"].select(
+            range(min(data_args.max_eval_samples, len(packed["validation"])))
+        )
+
+    model = make_model(model_args, tokenizer)
+    size = model_size(model, training_args.block_size)
+    # per-device batch x devices x accumulation x block_size, e.g. 16 x 1 x 1 x 256 = 4,096 tokens/step
+    tokens_per_step = (
+        training_args.per_device_train_batch_size
+        * training_args.world_size
+        * training_args.gradient_accumulation_steps
+        * training_args.block_size
+    )
+    train_blocks = len(packed["train"]) if not data_args.dataset_streaming else None
+    total_tokens = (
+        training_args.max_steps * tokens_per_step
+        if training_args.max_steps > 0
+        else round(training_args.num_train_epochs * (train_blocks or 0) * training_args.block_size)
+    )
+    logger.info("Model: %s", size.describe())
+    if train_blocks is not None:
+        logger.info(
+            "Data: %s train blocks, %s validation blocks of %d tokens",
+            f"{train_blocks:,}",
+            f"{len(packed['validation']):,}",
+            training_args.block_size,
+        )
+    logger.info(
+        "Tokens per optimizer step: %s; total training tokens: %s; compute: %.2f PFLOPs",
+        f"{tokens_per_step:,}",
+        f"{total_tokens:,}",
+        total_tokens * size.flops_per_token / 1e15,
+    )
+
+    tokenizer.save_pretrained(output_dir)  # before training: a resumed run must reuse exactly this tokenizer
+    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="pretrain")
+    trainer = PretrainTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=packed["train"],
+        eval_dataset=packed["validation"],
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+        callbacks=[training.NonFiniteLossCallback(), training.RunLengthCallback(tokens_per_step)],
+    )
+    initial = {}
+    if resume_dir is None:
+        initial = {f"initial_{k.removeprefix('eval_')}": v for k, v in trainer.evaluate().items() if "loss" in k}
+        initial["initial_perplexity"] = training.perplexity_of(initial["initial_loss"])
+    else:
+        logger.info("Resuming from %s", resume_dir)
+    first_step = training.checkpoint_step(resume_dir)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    # Tokens per second of training alone: evaluations during training are not training throughput.
+    seconds = time.perf_counter() - started - training.seconds_spent_evaluating(trainer.state.log_history, first_step)
+    trainer.save_model(output_dir)
+    final = trainer.evaluate()
+
+    if trainer.is_world_process_zero():
+        trained_tokens = result.global_step * tokens_per_step
+        runtime.write_metrics(
+            output_dir,
+            {
+                **initial,
+                "eval_loss": final["eval_loss"],
+                "perplexity": training.perplexity_of(final["eval_loss"]),
+                "train_loss": result.training_loss,
+                "train_steps": result.global_step,
+                "train_tokens": trained_tokens,
+                "train_tokens_per_second": (result.global_step - first_step) * tokens_per_step / seconds,
+                "train_seconds": seconds,
+                "parameters": size.total,
+                "flops_per_token": size.flops_per_token,
+            },
+        )
+        training.plot_losses(trainer.state.log_history, output_dir / "plots" / "loss.png", "pretraining")
+        training.remove_pickled_args(output_dir)
+        logger.info(
+            "Validation perplexity %.2f; model folder: %s", training.perplexity_of(final["eval_loss"]), output_dir
+        )
+        if training_args.push_to_hub:
+            from hf_recipes.hub import push_folder
+
+            push_folder(
+                output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token
+            )
 
 
 if __name__ == "__main__":
-    run_recipe(main)
+    runtime.run_recipe(main)

@@ -1,0 +1,252 @@
+"""What the stages add to the `transformers`/TRL trainers: complete-checkpoint resume, perplexity in the logs,
+a hard stop on a non-finite loss, a measured run-length estimate, and loss plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from hf_recipes.runtime import RecipeError
+
+logger = logging.getLogger("hf_recipes")
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def checkpoint_problems(checkpoint: Path) -> list[str]:
+    """What a checkpoint lacks to be resumed exactly (empty when complete).
+
+    Stock `get_last_checkpoint` takes any `checkpoint-N` folder, even one half-written when the run was killed;
+    resuming from it crashes, and one missing its optimizer or RNG state "resumes" to a different loss.
+    """
+    problems = []
+    if not (checkpoint / "trainer_state.json").is_file():  # written last: its absence means an unfinished save
+        problems.append("no trainer_state.json")
+    weights = [checkpoint / name for name in WEIGHT_FILES if (checkpoint / name).is_file()]
+    if not weights:
+        problems.append("no model weights")
+    for file in weights:
+        if not safetensors_complete(file):
+            problems.append(f"{file.name} is truncated")
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if not (checkpoint / name).is_file():
+            problems.append(f"no {name}")
+    if not any(checkpoint.glob("rng_state*.pth")):
+        problems.append("no rng_state.pth")
+    return problems
+
+
+def safetensors_complete(path: Path) -> bool:
+    """True when the file is as long as its own header says (a killed write leaves it shorter)."""
+    try:
+        with path.open("rb") as file:
+            header_length = int.from_bytes(file.read(8), "little")
+            header = json.loads(file.read(header_length))
+    except (OSError, ValueError):
+        return False
+    data_length = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    return path.stat().st_size == 8 + header_length + data_length
+
+
+def checkpoints(output_dir: Path | str) -> list[Path]:
+    """The `checkpoint-N` folders of a run, newest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The optimizer step a checkpoint was saved at (0 for none)."""
+    return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1)) if checkpoint else 0
+
+
+def last_complete_checkpoint(output_dir: Path | str) -> Path | None:
+    """The newest checkpoint that can be resumed exactly; incomplete ones are named in the log and skipped."""
+    found = checkpoints(output_dir)
+    for checkpoint in found:
+        problems = checkpoint_problems(checkpoint)
+        if not problems:
+            return checkpoint
+        logger.warning("Not resuming from %s: %s", checkpoint, ", ".join(problems))
+    if found:
+        raise RecipeError(
+            f"{output_dir} holds checkpoints but none is complete ({found[0].name}: "
+            f"{', '.join(checkpoint_problems(found[0]))}); delete them or set overwrite_output_dir: true"
+        )
+    return None
+
+
+# Fields that may change between a run and its resumption without making it another run.
+RESUME_NEUTRAL_FIELDS = frozenset(
+    {
+        "output_dir",  # a moved or copied folder is still the same run
+        "run_name",
+        "overwrite_output_dir",
+        "resume_from_checkpoint",
+        "logging_steps",
+        "disable_tqdm",
+        "report_to",
+        "push_to_hub",
+    }
+)
+
+
+def prepare_output_dir(training_args, *argument_groups) -> Path:
+    """Create the output folder; refuse one holding another run's checkpoints unless told to overwrite them.
+
+    "Another run" means its run_config.yaml resolved to different values (ignoring RESUME_NEUTRAL_FIELDS), so
+    re-running the same command resumes, and pointing a new recipe at an old folder does not silently mix them.
+    """
+    import shutil
+
+    import yaml
+
+    from hf_recipes.runtime import resolved_config
+
+    output_dir = Path(training_args.output_dir)
+    found = checkpoints(output_dir)
+    if found and training_args.overwrite_output_dir:
+        logger.warning("overwrite_output_dir: deleting %d checkpoint(s) in %s", len(found), output_dir)
+        for checkpoint in found:
+            shutil.rmtree(checkpoint)
+    elif found and (output_dir / "run_config.yaml").is_file():
+        previous = yaml.safe_load((output_dir / "run_config.yaml").read_text()).get("config", {})
+        current = resolved_config(training_args, *argument_groups)
+        changed = sorted(
+            f"{name}"
+            for group, fields in current.items()
+            for name, value in fields.items()
+            if name not in RESUME_NEUTRAL_FIELDS and previous.get(group, {}).get(name, value) != value
+        )
+        if changed:
+            raise RecipeError(
+                f"{output_dir} holds checkpoints of a run with a different config ({', '.join(changed[:5])}"
+                f"{'...' if len(changed) > 5 else ''} changed): set overwrite_output_dir: true to start over, "
+                "or choose another output_dir"
+            )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Logging and callbacks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class PerplexityLogMixin:
+    """Adds `eval_perplexity` = exp(eval_loss) wherever the trainer logs an eval loss (console, TensorBoard, state)."""
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "eval_loss" in logs:
+            logs["eval_perplexity"] = perplexity_of(logs["eval_loss"])
+        super().log(logs, *args, **kwargs)
+
+
+def perplexity_of(loss: float) -> float:
+    """exp(loss), capped so a diverged run reports a huge number instead of overflowing."""
+    return math.exp(min(loss, 50.0))
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stop at the first logged NaN/inf loss with a clear error; the last complete checkpoint stays as it was.
+
+    Needs `logging_nan_inf_filter=False` (our default): with the stock True, a NaN is logged as 0.0.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                last_good = next((c for c in checkpoints(args.output_dir) if not checkpoint_problems(c)), None)
+                kept = f"; the last complete checkpoint is {last_good}" if last_good else "; no checkpoint was saved"
+                raise RecipeError(
+                    f"training stopped: {key} is {value} at step {state.global_step} "
+                    f"(try a lower learning_rate or max_grad_norm){kept}"
+                )
+
+
+class RunLengthCallback(TrainerCallback):
+    """After a few warm-up steps, log the measured speed and the estimated time to finish."""
+
+    def __init__(self, tokens_per_step: int, measure_after: int = 5, measure_steps: int = 10):
+        self.tokens_per_step = tokens_per_step
+        self.measure_after = measure_after
+        self.measure_steps = measure_steps
+        self.started: tuple[int, float] | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        steps_done = state.global_step
+        if self.started is None and steps_done >= self.measure_after:
+            self.started = (steps_done, time.perf_counter())
+        elif self.started and steps_done == self.started[0] + self.measure_steps:
+            seconds_per_step = (time.perf_counter() - self.started[1]) / self.measure_steps
+            remaining = (state.max_steps - steps_done) * seconds_per_step
+            logger.info(
+                "Measured %.2f s/step (%s tokens/s): about %.1f more minutes of training for %d steps",
+                seconds_per_step,
+                f"{self.tokens_per_step / seconds_per_step:,.0f}",
+                remaining / 60,
+                state.max_steps,
+            )
+
+
+def seconds_spent_evaluating(log_history: list[dict], after_step: int = 0) -> float:
+    """Total eval runtime logged after `after_step` (to subtract from training wall time)."""
+    return sum(entry.get("eval_runtime", 0.0) for entry in log_history if entry.get("step", 0) > after_step)
+
+
+def drop_secrets(training_args) -> str | None:
+    """Take the Hub token out of the training arguments (the Trainer pickles them into training_args.bin)."""
+    token = getattr(training_args, "hub_token", None)
+    training_args.hub_token = None
+    return token
+
+
+def remove_pickled_args(output_dir: Path | str) -> None:
+    """Delete training_args.bin: a pickle (unsafe to load) that nothing of ours reads."""
+    for path in Path(output_dir).glob("**/training_args.bin"):
+        path.unlink()
+
+
+def plot_losses(log_history: list[dict], path: Path | str, title: str) -> Path | None:
+    """Training and validation loss against step, as a PNG (None when there is nothing to plot)."""
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    evals = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
+    if not train and not evals:
+        return None
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    if train:
+        axis.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        axis.plot(*zip(*evals, strict=True), marker="o", label="validation loss")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("cross-entropy (nats/token)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

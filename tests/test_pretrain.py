@@ -1,0 +1,96 @@
+"""Tiny pretraining runs through the real recipe: output folder, metrics, resume, and continued pretraining."""
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_recipes.runtime import RecipeError
+from tests.conftest import REPO_ROOT
+from tests.tiny import save_tiny_model_folder
+
+spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO_ROOT / "recipes/pretrain.py")
+pretrain = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pretrain)
+
+TINY_RUN = [
+    "--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"),
+    "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
+    "--block_size", "64", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+    "--max_documents", "12", "--max_eval_samples", "16",
+    "--max_steps", "4", "--warmup_steps", "0", "--logging_steps", "1",
+    "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "3",
+    "--report_to", "none", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def run(output_dir, *extra):
+    pretrain.main([*TINY_RUN, "--output_dir", str(output_dir), *extra])
+
+
+def logged_losses(folder):
+    history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("pretrain")
+    run(output_dir)
+    return output_dir
+
+
+def test_output_is_a_complete_model_folder(finished_run):
+    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "chat_template.jinja",
+                 "metrics.json", "run_config.yaml", "plots/loss.png"):  # fmt: skip
+        assert (finished_run / name).is_file(), name
+    assert not list(finished_run.glob("**/training_args.bin"))  # a pickle that can carry the Hub token
+    model = AutoModelForCausalLM.from_pretrained(finished_run)
+    tokenizer = AutoTokenizer.from_pretrained(finished_run)
+    assert len({tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}) == 3
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    assert model.config.vocab_size % 64 == 0 and model.config.vocab_size >= len(tokenizer)
+
+
+def test_metrics_record_perplexity_and_tokens(finished_run):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["train_tokens"] == 4 * 4 * 64  # steps x batch x block
+    assert metrics["perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-6)
+    assert metrics["perplexity"] < metrics["initial_perplexity"]  # four steps at lr 2e-3 already help
+    assert metrics["train_tokens_per_second"] > 0
+
+
+def test_rerun_resumes_from_the_last_complete_checkpoint_with_identical_losses(finished_run, tmp_path):
+    reference = logged_losses(finished_run / "checkpoint-4")
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(finished_run, interrupted)
+    shutil.rmtree(interrupted / "checkpoint-4")  # as if the run died between step 2 and step 4
+    (interrupted / "checkpoint-3").mkdir()  # and a later save was killed half-way: it must be skipped
+    (interrupted / "checkpoint-3" / "model.safetensors").write_bytes(b"\0" * 10)
+    run(interrupted)
+    assert logged_losses(interrupted / "checkpoint-4") == reference
+
+
+def test_continued_pretraining_from_a_local_folder_changes_the_weights(tmp_path):
+    base = save_tiny_model_folder(tmp_path / "base")
+    run(tmp_path / "continued", "--model_name_or_path", str(base), "--max_steps", "2")
+    before = load_file(base / "model.safetensors")
+    after = load_file(tmp_path / "continued" / "model.safetensors")
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert "transformer.h.0.attn.c_attn.weight" in changed
+    assert len(changed) > len(before) // 2
+
+
+def test_block_size_beyond_positions_is_refused_before_training(tmp_path):
+    with pytest.raises(RecipeError, match=r"block_size \(1024\) is larger than n_positions \(512\)"):
+        run(tmp_path, "--block_size", "1024")
+
+
+def test_another_runs_folder_is_refused(finished_run, tmp_path):
+    shutil.copytree(finished_run, tmp_path / "old")
+    with pytest.raises(RecipeError, match=r"different config \(learning_rate changed\)"):
+        run(tmp_path / "old", "--learning_rate", "0.01")
