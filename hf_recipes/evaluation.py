@@ -1,0 +1,202 @@
+"""Held-out numbers for a trained model: perplexity on text blocks, exact match and stop rate on chat tasks."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from hf_recipes.runtime import RecipeError
+from hf_recipes.tokenization import check_special_tokens
+
+logger = logging.getLogger("hf_recipes")
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+Conversation = dict[str, list[dict[str, str]]]
+
+
+def load_metric(name: str):
+    """An `evaluate` module from hf_recipes/metrics/<name>.py, loaded by path so nothing is downloaded."""
+    import evaluate
+
+    return evaluate.load(str(METRICS_DIR / f"{name}.py"))
+
+
+def _as_blocks(blocks: Any) -> list[list[int]]:
+    if hasattr(blocks, "column_names"):  # a datasets.Dataset of packed blocks
+        blocks = blocks["input_ids"]
+    return [list(block) for block in blocks]
+
+
+@torch.inference_mode()
+def perplexity(model: PreTrainedModel, blocks: Any, batch_size: int = 8) -> dict[str, float]:
+    """Mean token cross-entropy over equal-length `input_ids` blocks (no padding) and its exp.
+
+    Every block predicts its tokens 2..n from the ones before, so n - 1 tokens count per block.
+    """
+    blocks = _as_blocks(blocks)
+    if not blocks:
+        raise RecipeError("perplexity needs at least one block of token ids")
+    lengths = {len(block) for block in blocks}
+    if len(lengths) != 1 or min(lengths) < 2:
+        raise RecipeError(f"perplexity needs equal-length blocks of 2+ tokens, got lengths {sorted(lengths)[:5]}")
+    was_training = model.training
+    model.eval()
+    total_loss, total_tokens = 0.0, 0
+    try:
+        for start in range(0, len(blocks), batch_size):
+            input_ids = torch.tensor(blocks[start : start + batch_size], device=model.device)
+            logits = model(input_ids=input_ids).logits[:, :-1].float()
+            targets = input_ids[:, 1:]
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+            total_loss += loss.item()
+            total_tokens += targets.numel()
+    finally:
+        model.train(was_training)
+    mean = total_loss / total_tokens
+    return {"loss": mean, "perplexity": math.exp(mean)}
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> tuple[str, str]:
+    """(prompt, reference): every message but the last through the chat template, and the last one's content."""
+    messages = conversation["messages"]
+    if len(messages) < 2 or messages[-1]["role"] != "assistant":
+        raise RecipeError("an evaluation conversation must end with the assistant's answer after a prompt")
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False)
+    return prompt, messages[-1]["content"]
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """Positions the model can attend to (GPT-2's n_positions), or None when the config does not say."""
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    stopped: bool  # emitted eos within max_new_tokens (False: cut off by the budget)
+
+
+@torch.inference_mode()
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> list[Answer]:
+    """Greedy answers to each conversation's prompt, batched with left padding, in the input order."""
+    from tqdm.auto import tqdm
+
+    check_special_tokens(tokenizer)  # pad == eos would make padded rows look like finished answers
+    prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
+    # The template writes bos itself; add_special_tokens=False keeps tokenizers that add one from doubling it.
+    token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    limit = context_length(model)
+    too_long = [len(ids) for ids in token_ids if limit and len(ids) + max_new_tokens > limit]
+    if too_long:
+        raise RecipeError(
+            f"{len(too_long)} prompt(s) of up to {max(too_long)} tokens leave no room for {max_new_tokens} new tokens "
+            f"in the model's {limit}-token context (chat_task_metrics leaves such prompts out)"
+        )
+    config = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    # Batching prompts of similar length wastes less compute on padding; answers go back to input order.
+    order = sorted(range(len(token_ids)), key=lambda index: len(token_ids[index]))
+    answers: list[Answer | None] = [None] * len(token_ids)
+    was_training = model.training
+    model.eval()
+    try:
+        with tqdm(total=len(order), desc="generating", unit="example", disable=not show_progress) as progress:
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                longest = max(len(token_ids[index]) for index in batch)
+                input_ids = torch.full((len(batch), longest), tokenizer.pad_token_id, dtype=torch.long)
+                attention_mask = torch.zeros_like(input_ids)
+                for row, index in enumerate(batch):  # left padding: every prompt ends where generation starts
+                    ids = token_ids[index]
+                    input_ids[row, longest - len(ids) :] = torch.tensor(ids)
+                    attention_mask[row, longest - len(ids) :] = 1
+                output = model.generate(
+                    input_ids=input_ids.to(model.device),
+                    attention_mask=attention_mask.to(model.device),
+                    generation_config=config,
+                )
+                for row, index in enumerate(batch):
+                    answers[index] = _answer(output[row, longest:].tolist(), tokenizer)
+                progress.update(len(batch))
+    finally:
+        model.train(was_training)
+    return answers  # type: ignore[return-value]
+
+
+def _answer(new_tokens: list[int], tokenizer: PreTrainedTokenizerBase) -> Answer:
+    stopped = tokenizer.eos_token_id in new_tokens
+    if stopped:
+        new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
+    return Answer(tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), stopped)
+
+
+def fitting_conversations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    max_new_tokens: int,
+) -> list[Conversation]:
+    """The conversations whose prompt plus `max_new_tokens` fits the model's context."""
+    limit = context_length(model)
+    if limit is None:
+        return list(conversations)
+    prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    return [conv for conv, length in zip(conversations, lengths, strict=True) if length + max_new_tokens <= limit]
+
+
+def chat_task_metrics(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> dict[str, float | int]:
+    """Exact match of greedy answers against the references, and the share of answers that ended with eos.
+
+    Prompts too long for the model's context (with room for `max_new_tokens`) are left out and counted in
+    `eval_skipped_too_long`; `eval_examples` is how many were scored.
+    """
+    kept = fitting_conversations(model, tokenizer, conversations, max_new_tokens)
+    skipped = len(conversations) - len(kept)
+    if skipped:
+        logger.info("Left out %d of %d conversations too long for the model's context", skipped, len(conversations))
+    if not kept:
+        raise RecipeError(f"none of the {len(conversations)} evaluation conversations fits the model's context")
+    answers = generate_answers(model, tokenizer, kept, max_new_tokens, batch_size, show_progress)
+    references = [render_prompt(tokenizer, conversation)[1] for conversation in kept]
+    exact_match = load_metric("exact_match").compute(
+        predictions=[answer.text for answer in answers], references=references
+    )["exact_match"]
+    return {
+        "exact_match": exact_match,
+        "stop_rate": sum(answer.stopped for answer in answers) / len(answers),
+        "eval_examples": len(kept),
+        "eval_skipped_too_long": skipped,
+    }
+
+
+def folder_size_bytes(folder: Path | str) -> int:
+    """Bytes on disk of a model folder's weight files (model*.safetensors, every shard)."""
+    return sum(path.stat().st_size for path in Path(folder).glob("model*.safetensors") if path.is_file())

@@ -1,0 +1,1 @@
+"""`evaluate` metric modules, loaded by file path with `evaluate.load(<path>)` so nothing is downloaded."""

@@ -1,0 +1,221 @@
+"""Evaluation numbers mean what they say: perplexity, exact match, stop rate, batched left-padded generation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hf_recipes.chat import attach_chat_template
+from hf_recipes.data.stdlib import function_name_conversation
+from hf_recipes.evaluation import (
+    METRICS_DIR,
+    chat_task_metrics,
+    fitting_conversations,
+    folder_size_bytes,
+    generate_answers,
+    load_metric,
+    perplexity,
+)
+from hf_recipes.runtime import RecipeError
+from tests.tiny import tiny_model, tiny_tokenizer
+
+SNIPPETS = {
+    "add": "def add(a, b):\n    return a + b",
+    "split_words": "def split_words(text):\n    return text.split()",
+    "first": "def first(items):\n    return items[0]",
+    "is_empty": "def is_empty(s):\n    return not s",
+    "join_lines": "def join_lines(lines):\n    return '\\n'.join(lines)",
+    "square": "def square(x):\n    return x * x",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Two shared cores: two torch threads fighting other jobs run these tiny models many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def chat_tokenizer():
+    """The tiny tokenizer with the project's Llama-2 chat template, as every stage folder has it."""
+    return attach_chat_template(tiny_tokenizer(), "llama2")
+
+
+def conversations() -> list[dict]:
+    return [function_name_conversation(code, name) for name, code in SNIPPETS.items()]
+
+
+def lively_model(tokenizer, seed: int = 0):
+    """A random tiny GPT-2 with weights scaled up, so greedy answers depend on the prompt (not one repeated token)."""
+    model = tiny_model(tokenizer, seed=seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.mul_(8)
+    return model.eval()
+
+
+def rigged_model(tokenizer, favoured: int | None = None, avoided: int | None = None):
+    """A tiny GPT-2 whose next token never depends on the input: `favoured` always wins, `avoided` always loses.
+
+    ln_f's weight is zeroed, so the final hidden state is its bias `d` for every position, and the logits are
+    wte @ d (lm_head is tied to wte): a row set to +10 d (or -10 d) tops (or bottoms) every distribution.
+    """
+    model = tiny_model(tokenizer)
+    with torch.no_grad():
+        direction = torch.randn(model.config.n_embd, generator=torch.Generator().manual_seed(0))
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(direction)
+        if favoured is not None:
+            model.lm_head.weight[favoured] = 10 * direction
+        if avoided is not None:
+            model.lm_head.weight[avoided] = -10 * direction
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return chat_tokenizer()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# exact match module
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_exact_match_module_loads_by_path_and_strips_whitespace():
+    metric = load_metric("exact_match")
+    assert (METRICS_DIR / "exact_match.py").is_file()
+    result = metric.compute(predictions=["parse ", "walk", "\tsplit\n", "Run"], references=["parse", "run", "split", "run"])
+    assert result == {"exact_match": 0.5}  # case matters; surrounding whitespace does not
+    assert metric.compute(predictions=["a b"], references=["a  b"]) == {"exact_match": 0.0}  # inner spaces matter
+    assert metric.compute(predictions=[], references=[]) == {"exact_match": 0.0}
+
+
+def test_exact_match_refuses_unpaired_lists():
+    with pytest.raises(ValueError):
+        load_metric("exact_match").compute(predictions=["a", "b"], references=["a"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# perplexity
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_perplexity_is_exp_of_the_models_own_mean_token_loss(tokenizer):
+    from datasets import Dataset
+
+    model = lively_model(tokenizer)
+    generator = torch.Generator().manual_seed(1)
+    blocks = torch.randint(3, len(tokenizer), (5, 17), generator=generator).tolist()
+    # Equal-length blocks: the mean over all tokens is the mean of the per-block means.
+    with torch.no_grad():
+        losses = [model(input_ids=torch.tensor([block]), labels=torch.tensor([block])).loss.item() for block in blocks]
+    expected = sum(losses) / len(losses)
+    for batch_size in (1, 2, 5):
+        result = perplexity(model, blocks, batch_size=batch_size)
+        assert result["loss"] == pytest.approx(expected, rel=1e-5)
+        assert result["perplexity"] == pytest.approx(math.exp(expected), rel=1e-5)
+    from_dataset = perplexity(model, Dataset.from_dict({"input_ids": blocks}), batch_size=2)
+    assert from_dataset["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_perplexity_of_a_model_that_always_predicts_the_next_token_is_one(tokenizer):
+    token = tokenizer.convert_tokens_to_ids("x")
+    model = rigged_model(tokenizer, favoured=token)
+    assert perplexity(model, [[token] * 9] * 2)["perplexity"] == pytest.approx(1.0, abs=1e-4)
+    assert perplexity(model, [[token + 1] * 9] * 2)["perplexity"] > 1e6  # confidently wrong is punished
+
+
+def test_perplexity_refuses_ragged_or_empty_blocks(tokenizer):
+    model = tiny_model(tokenizer)
+    with pytest.raises(RecipeError, match="equal-length"):
+        perplexity(model, [[5, 6, 7], [5, 6]])
+    with pytest.raises(RecipeError, match="at least one block"):
+        perplexity(model, [])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generation, exact match and stop rate
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_left_padded_batches_give_the_same_greedy_answers_as_one_at_a_time(tokenizer):
+    model = lively_model(tokenizer)
+    examples = conversations()
+    one_by_one = generate_answers(model, tokenizer, examples, max_new_tokens=6, batch_size=1, show_progress=False)
+    batched = generate_answers(model, tokenizer, examples, max_new_tokens=6, batch_size=4, show_progress=False)
+    assert batched == one_by_one
+    assert len({answer.text for answer in one_by_one}) > 2  # answers depend on the prompt, so order is checked
+    again = generate_answers(model, tokenizer, examples, max_new_tokens=6, batch_size=4, show_progress=False)
+    assert again == batched  # greedy is deterministic
+
+
+def test_generation_restores_training_mode(tokenizer):
+    model = lively_model(tokenizer).train()
+    generate_answers(model, tokenizer, conversations()[:2], max_new_tokens=2, batch_size=2, show_progress=False)
+    assert model.training
+
+
+def test_stop_rate_is_one_when_eos_always_wins(tokenizer):
+    model = rigged_model(tokenizer, favoured=tokenizer.eos_token_id)
+    metrics = chat_task_metrics(model, tokenizer, conversations(), max_new_tokens=5, batch_size=4, show_progress=False)
+    assert metrics["stop_rate"] == 1.0
+    assert metrics["eval_examples"] == len(SNIPPETS)
+    answers = generate_answers(model, tokenizer, conversations(), max_new_tokens=5, show_progress=False)
+    assert {answer.text for answer in answers} == {""}
+
+
+def test_stop_rate_is_zero_and_exact_match_counts_when_eos_never_comes(tokenizer):
+    token = tokenizer.convert_tokens_to_ids("x")
+    model = rigged_model(tokenizer, favoured=token, avoided=tokenizer.eos_token_id)
+    answer = tokenizer.decode([token] * 3)  # the only answer this model can give with 3 new tokens
+    examples = conversations()[:4]
+    for example, reference in zip(examples, [answer, "add", f"  {answer}\n", "xx"], strict=True):
+        example["messages"][-1]["content"] = reference
+    metrics = chat_task_metrics(model, tokenizer, examples, max_new_tokens=3, batch_size=3, show_progress=False)
+    assert metrics == {"exact_match": 0.5, "stop_rate": 0.0, "eval_examples": 4, "eval_skipped_too_long": 0}
+
+
+def test_an_eos_on_the_last_allowed_token_counts_as_a_stop(tokenizer):
+    from hf_recipes.evaluation import _answer
+
+    x = tokenizer.convert_tokens_to_ids("x")
+    assert _answer([x, x, tokenizer.eos_token_id], tokenizer).stopped
+    assert _answer([x, tokenizer.eos_token_id, tokenizer.pad_token_id], tokenizer).text == "x"
+    assert not _answer([x, x, x], tokenizer).stopped
+
+
+def test_prompts_too_long_for_the_context_are_left_out_and_counted(tokenizer):
+    model = tiny_model(tokenizer, n_positions=128)  # the short prompts are about 90 tokens
+    long_code = "def long_one(a):\n" + "    a = a + 1\n" * 40 + "    return a"
+    examples = [*conversations()[:2], function_name_conversation(long_code, "long_one")]
+    assert len(fitting_conversations(model, tokenizer, examples, max_new_tokens=4)) == 2
+    metrics = chat_task_metrics(model, tokenizer, examples, max_new_tokens=4, batch_size=2, show_progress=False)
+    assert metrics["eval_examples"] == 2 and metrics["eval_skipped_too_long"] == 1
+    with pytest.raises(RecipeError, match="leave no room"):
+        generate_answers(model, tokenizer, examples, max_new_tokens=4, show_progress=False)
+
+
+def test_pad_equal_to_eos_is_refused(tokenizer):
+    broken = chat_tokenizer()
+    broken.pad_token = broken.eos_token
+    with pytest.raises(RecipeError, match="pad token"):
+        generate_answers(tiny_model(tokenizer), broken, conversations()[:1], show_progress=False)
+
+
+def test_a_conversation_without_an_answer_is_refused(tokenizer):
+    with pytest.raises(RecipeError, match="must end with the assistant"):
+        generate_answers(tiny_model(tokenizer), tokenizer, [{"messages": [{"role": "user", "content": "hi"}]}])
+
+
+def test_folder_size_counts_every_weight_shard_and_nothing_else(tmp_path):
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"x" * 50)
+    (tmp_path / "tokenizer.json").write_bytes(b"x" * 1000)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x" * 1000)
+    assert folder_size_bytes(tmp_path) == 150
