@@ -13,7 +13,8 @@ ARGS ?=
 MODEL ?= outputs/$(PRESET)/quantized-nf4
 REPO ?=
 PROMPT ?=
-LAUNCH = $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG)
+# --quiet: a recipe error stays one line (exit 1 from accelerate) instead of a launcher traceback.
+LAUNCH = $(VENV)/bin/accelerate launch --quiet --config_file $(ACCELERATE_CONFIG)
 
 .PHONY: setup test lint format all pretrain sft dpo quantize eval chat push bench clean
 

@@ -171,3 +171,33 @@ def render_trained_tokens(tokenizer: PreTrainedTokenizerBase, messages: Messages
     if trained:
         pieces.append(TRAINED_CLOSE)
     return "".join(pieces)
+
+
+def tokenize_for_training(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[dict],
+    max_length: int,
+    where: str,
+    assistant_only: bool = True,
+) -> tuple[list[dict[str, list[int]]], list[dict]]:
+    """Tokenize conversations once into `input_ids` and `labels` for a TRL trainer (which then skips its own pass).
+
+    With `assistant_only`, labels are -100 outside the template's generation blocks, so the loss trains the answers
+    and their eos only. Conversations longer than `max_length` tokens are left out, never truncated (a cut answer
+    would teach the model to stop mid-word, or not at all); one with no trained token is an error naming its row.
+    Returns (rows, the conversations kept, in the same order).
+    """
+    from tqdm.auto import tqdm
+
+    rows, kept = [], []
+    for index, conversation in enumerate(tqdm(conversations, desc=f"Tokenizing {where}", leave=False)):
+        encoded = tokenize_with_assistant_mask(tokenizer, conversation["messages"])
+        input_ids, mask = encoded["input_ids"], encoded["assistant_masks"]
+        if len(input_ids) > max_length:
+            continue
+        if assistant_only and not any(mask):
+            raise RecipeError(f"{where} row {index}: no assistant token to train on (is the last turn an answer?)")
+        labels = [token if trained else -100 for token, trained in zip(input_ids, mask, strict=True)]
+        rows.append({"input_ids": input_ids, "labels": labels if assistant_only else list(input_ids)})
+        kept.append(conversation)
+    return rows, kept

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
-from trl import ModelConfig, ScriptArguments, TrlParser
+from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from hf_recipes.runtime import RecipeError, did_you_mean
 
@@ -110,8 +110,75 @@ class PretrainConfig(TrainingArguments):
 
 PRETRAIN_ARGUMENTS = (DataArguments, PretrainModelArguments, PretrainConfig)
 
+# ---------------------------------------------------------------------------------------------------------------
+# Supervised fine-tuning
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChatDataArguments(ScriptArguments):
+    dataset_name: str | None = field(
+        default="stdlib-function-name",
+        metadata={
+            "help": "'stdlib-function-name' (built-in task), a local .jsonl/.json/.parquet file or folder, or a Hub "
+            "dataset id; rows in messages, prompt/completion, alpaca or sharegpt shape."
+        },
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (branch, tag, sha)."})
+    dataset_test_split: str | None = field(
+        default="validation",
+        metadata={"help": "Held-out split (built-in and Hub data). Local files hold out `validation_percent`."},
+    )
+    validation_percent: float = field(
+        default=5.0, metadata={"help": "Percent held out: stdlib modules, or rows of a local file without a split."}
+    )
+    max_train_examples: int | None = field(default=None, metadata={"help": "Train on at most this many examples."})
+    max_eval_examples: int | None = field(
+        default=600, metadata={"help": "Held-out conversations for eval loss, exact match and stop rate."}
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "Template name (llama2, chatml) or .jinja path. None: the model's own, else llama2."},
+    )
+    eval_max_new_tokens: int = field(
+        default=24, metadata={"help": "Generation budget per answer for exact match / stop rate."}
+    )
+    eval_before_training: bool = field(
+        default=True, metadata={"help": "Also measure exact match and stop rate of the model before this stage."}
+    )
+
+
+@dataclass
+class SFTRecipeConfig(SFTConfig):
+    # Defaults that differ from TRL's: why is in each help.
+    assistant_only_loss: bool = field(
+        default=True, metadata={"help": "Train on assistant tokens (answers and their eos) only."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Off: TRL turns it on by default, ~20% slower, and small models don't need it."},
+    )
+    bf16: bool | None = field(
+        default=False, metadata={"help": "bf16 mixed precision: GPU recipes turn it on (TRL's default fails on CPU)."}
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "Keep False: True logs a NaN loss as 0.0 and the run 'succeeds'."}
+    )
+    report_to: None | str | list[str] = field(  # noqa: RUF036 (TRL's parser needs None first here)
+        default="tensorboard", metadata={"help": "Where to log: tensorboard (in <output_dir>/runs), none, ..."}
+    )
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output folder that holds another run's checkpoints (default: resume)."},
+    )
+
+
+SFT_ARGUMENTS = (ChatDataArguments, ModelConfig, SFTRecipeConfig)
+
+
 # Which dataclass tuple parses each stage's recipes (a recipe file is named <stage>[_variant].yaml).
-STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {"pretrain": PRETRAIN_ARGUMENTS}
+STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {"pretrain": PRETRAIN_ARGUMENTS, "sft": SFT_ARGUMENTS}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -167,6 +234,35 @@ class SamplingArguments:
 
 STAGE_ARGUMENTS["quantize"] = (QuantizeArguments,)
 STAGE_ARGUMENTS["generate"] = (GenerateArguments, SamplingArguments)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Push (a stage's folder to the Hub, with its model card)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PushArguments:
+    model: str = field(
+        metadata={"help": "Model folder to publish: any stage's output (full, merged, adapter, 4-bit)."}
+    )
+    repo_id: str = field(metadata={"help": "Hub repository to create or update: user/name or org/name."})
+    private: bool = field(default=False, metadata={"help": "Create the repository private (refuses a public one)."})
+    include_checkpoints: bool = field(
+        default=False, metadata={"help": "Also upload checkpoint-*/ (their safetensors and JSON; never pickles)."}
+    )
+    commit_message: str | None = field(default=None, metadata={"help": "Commit title (default names the stage)."})
+    license: str = field(default="mit", metadata={"help": "License id written in the model card (Hub license ids)."})
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the model this one came from, when the recipe started from a local folder."},
+    )
+    allow_not_verified: bool = field(
+        default=False, metadata={"help": "Publish a 4-bit export that failed verification (the card says so)."}
+    )
+
+
+STAGE_ARGUMENTS["push"] = (PushArguments,)
 
 
 # ---------------------------------------------------------------------------------------------------------------

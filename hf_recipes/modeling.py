@@ -132,3 +132,88 @@ def model_size(model: PreTrainedModel, sequence_length: int) -> ModelSize:
         non_embedding=total - token_embeddings - position_embeddings,
         flops_per_token=6 * (total - position_embeddings) + attention,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LoRA and 4-bit loading (SFT, DPO)
+# ----------------------------------------------------------------------------------------------------------------
+
+# GPT-2's attention and MLP projections: LoRA on them merges exactly. Never the tied token embedding (`wte`, which
+# is also the output head): an adapter there merges wrong, silently.
+GPT2_LORA_TARGETS = ["c_attn", "c_proj", "c_fc"]
+FORBIDDEN_LORA_TARGETS = {"wte", "lm_head", "wpe"}
+
+
+def load_config(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    """A model's config alone (cheap: checks can run on it before any weights load)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise explain_load_error(name_or_path, revision, "config", error) from error
+
+
+def module_names(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> list[str]:
+    """Names of a model's modules that hold weights, from its config alone (built on the meta device: no weights)."""
+    config = load_config(name_or_path, revision, trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return [name for name, module in model.named_modules() if name and hasattr(module, "weight")]
+
+
+def resolve_lora_targets(model_args) -> list[str]:
+    """Check `lora_target_modules` against the model before it loads; default to GPT-2's projections."""
+    from hf_recipes.runtime import did_you_mean
+
+    names = module_names(model_args.model_name_or_path, model_args.model_revision)
+    leaves = {name.rsplit(".", 1)[-1] for name in names}
+    targets = model_args.lora_target_modules
+    if isinstance(targets, str):  # TRL's ModelConfig turns a one-item list into its string ("all-linear")
+        targets = [targets]
+    targets = targets or [t for t in GPT2_LORA_TARGETS if t in leaves] or ["all-linear"]
+    for target in targets:
+        if target in FORBIDDEN_LORA_TARGETS:
+            raise RecipeError(
+                f"LoRA target '{target}' is GPT-2's tied embedding/head: its adapter merges wrong; "
+                f"use {', '.join(GPT2_LORA_TARGETS)}"
+            )
+        if target != "all-linear" and target not in leaves and target not in names:
+            raise RecipeError(
+                f"LoRA target module '{target}' is not in the model{did_you_mean(target, leaves)}; "
+                f"its modules include {', '.join(sorted(leaves)[:12])}"
+            )
+    return targets
+
+
+def quantization_config(model_args):
+    """The BitsAndBytesConfig for QLoRA (`load_in_4bit`), after checking it can work; None when not asked."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return None
+    if not model_args.use_peft:
+        raise RecipeError("load_in_4bit/load_in_8bit trains through LoRA only: set use_peft: true (QLoRA)")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise RecipeError("load_in_4bit needs bitsandbytes: pip install 'bitsandbytes>=0.50'") from error
+    from trl import get_quantization_config
+
+    return get_quantization_config(model_args)
+
+
+def check_vocab(config, tokenizer) -> None:
+    """Refuse a tokenizer with ids the model has no embedding for (they would index out of range)."""
+    rows = config.vocab_size
+    if len(tokenizer) > rows:
+        raise RecipeError(
+            f"the tokenizer has {len(tokenizer):,} tokens but the model embeds only {rows:,}: "
+            "they do not belong together (use the tokenizer saved with the model)"
+        )
+
+
+def merge_lora(base_name_or_path: str, adapter_dir: str, revision: str | None = None) -> PreTrainedModel:
+    """Load the base in full precision, apply the adapter and merge it: a plain model that loads without peft."""
+    from peft import PeftModel
+
+    base = load_model(base_name_or_path, revision=revision, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()

@@ -1,0 +1,180 @@
+"""Supervised fine-tuning in a chat template (full, LoRA or QLoRA) with TRL's SFTTrainer.
+
+accelerate launch recipes/sft.py --config recipes/gpt2-tiny/sft.yaml [--key value ...]
+"""
+
+import time
+
+from datasets import Dataset
+from transformers import set_seed
+from trl import SFTTrainer, get_peft_config
+
+from hf_recipes import modeling, runtime, training
+from hf_recipes.chat import attach_chat_template, render_trained_tokens, tokenize_for_training
+from hf_recipes.configs import parse_stage
+from hf_recipes.data.sources import load_chat_source
+from hf_recipes.evaluation import chat_task_metrics
+from hf_recipes.runtime import RecipeError, logger
+from hf_recipes.tokenization import load_tokenizer
+
+
+class RecipeSFTTrainer(training.PerplexityLogMixin, SFTTrainer):
+    """TRL's SFTTrainer, logging eval perplexity next to eval loss."""
+
+
+def load_conversations(data_args, seed: int):
+    """(train, held-out) conversations; a local file without a test split holds out `validation_percent`."""
+    train = load_chat_source(
+        data_args.dataset_name,
+        data_args.dataset_train_split,
+        data_args.dataset_config,
+        data_args.dataset_revision,
+        data_args.max_train_examples,
+        data_args.validation_percent,
+    )
+    if data_args.dataset_name == "stdlib-function-name" or data_args.dataset_test_split not in (None, "", "none"):
+        try:
+            held_out = load_chat_source(
+                data_args.dataset_name,
+                data_args.dataset_test_split,
+                data_args.dataset_config,
+                data_args.dataset_revision,
+                data_args.max_eval_examples,
+                data_args.validation_percent,
+            )
+            return train, held_out
+        except RecipeError:
+            if data_args.dataset_name == "stdlib-function-name":
+                raise
+    split = Dataset.from_list(train).train_test_split(test_size=data_args.validation_percent / 100, seed=seed)
+    return list(split["train"]), list(split["test"])[: data_args.max_eval_examples]
+
+
+def main(argv: list[str]) -> None:
+    data_args, model_args, training_args = parse_stage("sft", argv)
+    runtime.setup_logging(training_args.process_index == 0)
+    set_seed(training_args.seed)
+    hub_token = training.drop_secrets(training_args)
+    if not model_args.model_name_or_path:
+        raise RecipeError("model_name_or_path is required: the pretrained folder (e.g. outputs/gpt2-tiny/pretrain)")
+    output_dir = training.prepare_output_dir(training_args, data_args, model_args)
+    resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
+
+    # Checks that need no weights: data, tokenizer, template, vocab, LoRA targets, 4-bit.
+    train_conversations, eval_conversations = load_conversations(data_args, training_args.seed)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    if data_args.chat_template or not tokenizer.chat_template:
+        attach_chat_template(tokenizer, data_args.chat_template or "llama2")
+    modeling.check_vocab(modeling.load_config(model_args.model_name_or_path, model_args.model_revision), tokenizer)
+    if model_args.use_peft:
+        model_args.lora_target_modules = modeling.resolve_lora_targets(model_args)
+    quantization = modeling.quantization_config(model_args)
+
+    max_length = training_args.max_length
+    assistant_only = training_args.assistant_only_loss
+    train_rows, train_kept = tokenize_for_training(tokenizer, train_conversations, max_length, "train", assistant_only)
+    eval_rows, eval_kept = tokenize_for_training(tokenizer, eval_conversations, max_length, "held-out", assistant_only)
+    logger.info(
+        "Conversations within max_length=%d tokens: train %d of %d, held-out %d of %d (longer ones left out)",
+        max_length,
+        len(train_kept),
+        len(train_conversations),
+        len(eval_kept),
+        len(eval_conversations),
+    )
+    if not train_rows or not eval_rows:
+        raise RecipeError(f"no conversation fits max_length={max_length}; raise max_length or use shorter data")
+    trained_tokens = sum(sum(label != -100 for label in row["labels"]) for row in train_rows)
+    logger.info(
+        "Train tokens: %s in total, %s of them trained (assistant answers and their eos)",
+        f"{sum(len(row['input_ids']) for row in train_rows):,}",
+        f"{trained_tokens:,}",
+    )
+    logger.info(
+        "First training example, trained tokens in «»:\n%s",
+        render_trained_tokens(tokenizer, train_kept[0]["messages"]),
+    )
+
+    model = modeling.load_model(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=model_args.dtype,
+        quantization_config=quantization,
+        attn_implementation=model_args.attn_implementation or "sdpa",
+    )
+    batch_size = training_args.per_device_eval_batch_size
+    before = {}
+    if data_args.eval_before_training and resume_dir is None:
+        logger.info("Exact match and stop rate before SFT, on %d held-out conversations", len(eval_kept))
+        scores = chat_task_metrics(model, tokenizer, eval_kept, data_args.eval_max_new_tokens, batch_size)
+        before = {"exact_match_before": scores["exact_match"], "stop_rate_before": scores["stop_rate"]}
+        logger.info("Before SFT: %s", before)
+
+    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="sft")
+    # Our rows already carry labels masked from the template's generation blocks; TRL's own assistant-only pass
+    # needs untokenized conversations, so it is switched off here rather than run twice.
+    training_args.assistant_only_loss = False
+    trainer = RecipeSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args) if model_args.use_peft else None,
+        callbacks=[training.NonFiniteLossCallback()],
+    )
+    first_step = training.checkpoint_step(resume_dir)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    seconds = time.perf_counter() - started - training.seconds_spent_evaluating(trainer.state.log_history, first_step)
+    final_eval = trainer.evaluate()
+
+    if not trainer.is_world_process_zero():
+        return
+    if model_args.use_peft:  # keep the adapter, and write the merged model so the folder loads as a plain model
+        trainer.model.save_pretrained(output_dir / "adapter")
+        model = modeling.merge_lora(
+            model_args.model_name_or_path, str(output_dir / "adapter"), model_args.model_revision
+        )
+    else:
+        model = trainer.model
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+    logger.info("Exact match and stop rate after SFT, on %d held-out conversations", len(eval_kept))
+    after = chat_task_metrics(model, tokenizer, eval_kept, data_args.eval_max_new_tokens, batch_size)
+    runtime.write_metrics(
+        output_dir,
+        {
+            **before,
+            **after,
+            "eval_loss": final_eval["eval_loss"],
+            "train_loss": result.training_loss,
+            "train_steps": result.global_step,
+            "train_examples": len(train_rows),
+            "train_examples_too_long": len(train_conversations) - len(train_kept),
+            "eval_examples_too_long": len(eval_conversations) - len(eval_kept),
+            "train_seconds": seconds,
+            "lora": bool(model_args.use_peft),
+            "load_in_4bit": bool(model_args.load_in_4bit),
+        },
+    )
+    training.plot_losses(trainer.state.log_history, output_dir / "plots" / "loss.png", "supervised fine-tuning")
+    training.remove_pickled_args(output_dir)
+    logger.info(
+        "Exact match %.3f (before %s), stop rate %.3f; model folder: %s",
+        after["exact_match"],
+        before.get("exact_match_before", "not measured"),
+        after["stop_rate"],
+        output_dir,
+    )
+    if training_args.push_to_hub:
+        from hf_recipes.hub import push_folder
+
+        push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token)
+
+
+if __name__ == "__main__":
+    runtime.run_recipe(main)

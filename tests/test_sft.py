@@ -1,0 +1,103 @@
+"""Tiny SFT runs through the real recipe: full and LoRA change weights, the merged LoRA model equals base + adapter."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from hf_recipes.runtime import RecipeError
+from tests.conftest import REPO_ROOT
+from tests.tiny import save_tiny_model_folder
+
+spec = importlib.util.spec_from_file_location("sft_recipe", REPO_ROOT / "recipes/sft.py")
+sft = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sft)
+
+TINY_SFT = [
+    "--max_train_examples", "24", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",
+    "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--max_steps", "3",
+    "--warmup_steps", "0", "--logging_steps", "1", "--eval_steps", "3", "--save_steps", "3",
+    "--report_to", "none", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return save_tiny_model_folder(tmp_path_factory.mktemp("base"))
+
+
+def run(base, output_dir, recipe="sft.yaml", *extra):
+    sft.main(
+        ["--config", str(REPO_ROOT / "recipes/gpt2-tiny" / recipe), *TINY_SFT]
+        + ["--model_name_or_path", str(base), "--output_dir", str(output_dir), *extra]
+    )
+
+
+def changed_tensors(before_folder, after_folder):
+    before = load_file(before_folder / "model.safetensors")
+    after = load_file(after_folder / "model.safetensors")
+    return [name for name in before if not torch.equal(before[name], after[name])]
+
+
+def test_full_sft_changes_weights_and_reports_task_metrics(base, tmp_path):
+    run(base, tmp_path / "full")
+    changed = changed_tensors(base, tmp_path / "full")
+    assert "transformer.h.1.mlp.c_fc.weight" in changed and "transformer.wte.weight" in changed
+    metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    for key in ("exact_match", "stop_rate", "eval_examples", "exact_match_before", "stop_rate_before", "eval_loss"):
+        assert key in metrics, key
+    assert metrics["eval_examples"] > 0 and 0 <= metrics["exact_match"] <= 1
+    assert (tmp_path / "full" / "chat_template.jinja").read_text().count("[INST]") >= 1
+    assert not list((tmp_path / "full").glob("**/training_args.bin"))
+
+
+def test_lora_sft_writes_adapter_and_a_merged_model_equal_to_base_plus_adapter(base, tmp_path):
+    output = tmp_path / "lora"
+    run(base, output, "sft_lora.yaml", "--learning_rate", "0.05")
+    assert (output / "adapter" / "adapter_model.safetensors").is_file()
+    changed = changed_tensors(base, output)
+    # LoRA on the attention and MLP projections only; the tied embedding never changes.
+    assert changed and all(name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) for name in changed)
+    merged = AutoModelForCausalLM.from_pretrained(output)
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), output / "adapter")
+    input_ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 2]])
+    with torch.no_grad():
+        merged_logits = merged(input_ids).logits
+        adapter_logits = with_adapter(input_ids).logits
+    assert torch.allclose(merged_logits, adapter_logits, atol=1e-4)
+    base_logits = AutoModelForCausalLM.from_pretrained(base)(input_ids).logits.detach()
+    assert not torch.allclose(merged_logits, base_logits, atol=1e-3)  # the adapter did learn something
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--use_peft", "true", "--lora_target_modules", "wte"], "tied embedding"),
+        (
+            ["--use_peft", "true", "--lora_target_modules", "c_atn"],
+            "'c_atn' is not in the model (did you mean 'c_attn'?)",
+        ),
+        (["--load_in_4bit", "true"], "set use_peft: true"),
+        (["--chat_template", "lama2"], "did you mean 'llama2'"),
+    ],
+)
+def test_mistakes_stop_before_training(base, tmp_path, extra, message):
+    with pytest.raises(RecipeError) as error:
+        run(base, tmp_path / "bad", "sft.yaml", *extra)
+    assert message in str(error.value)
+    assert not (tmp_path / "bad" / "model.safetensors").exists()
+
+
+def test_tokenizer_larger_than_the_model_vocab_is_refused(tmp_path):
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(vocab_size=600)  # 600 tokens
+    model = tiny_model(tiny_tokenizer(vocab_size=512))  # embeds 512
+    model.save_pretrained(tmp_path / "mismatch")
+    tokenizer.save_pretrained(tmp_path / "mismatch")
+    with pytest.raises(RecipeError, match="600 tokens but the model embeds only 512"):
+        run(tmp_path / "mismatch", tmp_path / "out")
