@@ -31,9 +31,18 @@ def base(tmp_path_factory):
 
 
 def run(base, output_dir, recipe="sft.yaml", *extra):
+    recipe_path = str(REPO_ROOT / "recipes/gpt2-tiny" / recipe)
     sft.main(
-        ["--config", str(REPO_ROOT / "recipes/gpt2-tiny" / recipe), *TINY_SFT]
-        + ["--model_name_or_path", str(base), "--output_dir", str(output_dir), *extra]
+        [
+            "--config",
+            recipe_path,
+            *TINY_SFT,
+            "--model_name_or_path",
+            str(base),
+            "--output_dir",
+            str(output_dir),
+            *extra,
+        ]
     )
 
 
