@@ -62,6 +62,16 @@ def iter_documents(modules: list[str], root: str) -> Iterator[dict[str, str]]:
             yield {"path": module, "text": text}
 
 
+def validation_token_blocks(tokenizer, block_size: int, max_blocks: int | None = None) -> list[list[int]]:
+    """The validation modules tokenized, joined with eos and cut into full blocks: the held-out perplexity data."""
+    from hf_recipes.data.packing import pack_ids
+
+    texts = [row["text"] for row in iter_documents(split_modules("validation"), str(STDLIB_ROOT))]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    blocks, _ = pack_ids(encoded, block_size, tokenizer.eos_token_id)
+    return blocks[:max_blocks] if max_blocks is not None else blocks
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The function-name task
 # ----------------------------------------------------------------------------------------------------------------
