@@ -90,7 +90,8 @@ def tokenizer():
 def test_exact_match_module_loads_by_path_and_strips_whitespace():
     metric = load_metric("exact_match")
     assert (METRICS_DIR / "exact_match.py").is_file()
-    result = metric.compute(predictions=["parse ", "walk", "\tsplit\n", "Run"], references=["parse", "run", "split", "run"])
+    predictions = ["parse ", "walk", "\tsplit\n", "Run"]
+    result = metric.compute(predictions=predictions, references=["parse", "run", "split", "run"])
     assert result == {"exact_match": 0.5}  # case matters; surrounding whitespace does not
     assert metric.compute(predictions=["a b"], references=["a  b"]) == {"exact_match": 0.0}  # inner spaces matter
     assert metric.compute(predictions=[], references=[]) == {"exact_match": 0.0}
