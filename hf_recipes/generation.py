@@ -66,12 +66,17 @@ def generation_config(settings: Any, tokenizer: PreTrainedTokenizerBase) -> Gene
 def load_for_generation(folder: Path | str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model and tokenizer from a stage folder: full, merged, 4-bit (its config.json says so) or a LoRA adapter."""
     from hf_recipes.modeling import load_model
-    from hf_recipes.quantization import load_full_precision, model_folder_kind
+    from hf_recipes.quantization import adapter_base, load_full_precision, model_folder_kind
     from hf_recipes.tokenization import load_tokenizer
 
     kind = model_folder_kind(folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = load_tokenizer(str(folder))
+    try:
+        tokenizer = load_tokenizer(str(folder))
+    except RecipeError:
+        if kind != "adapter":
+            raise
+        tokenizer = load_tokenizer(adapter_base(folder))  # an adapter saved without its tokenizer
     if not tokenizer.chat_template:
         raise RecipeError(f"{folder}: the tokenizer has no chat template (chat_template.jinja); chat needs one")
     if kind == "adapter":

@@ -174,6 +174,7 @@ def verify_export(
             "stop_rate_full": full_task["stop_rate"],
             "stop_rate_4bit": low_task["stop_rate"],
             "eval_examples": low_task["eval_examples"],
+            "eval_skipped_too_long": low_task["eval_skipped_too_long"],
         }
     if size_bytes_full is not None:
         metrics["size_bytes_full"] = size_bytes_full

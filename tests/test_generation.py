@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
+from importlib.util import module_from_spec, spec_from_file_location
 
 import pytest
 
@@ -154,37 +155,40 @@ def test_generate_stage_gives_did_you_mean_errors():
     assert (args.model, args.prompt, sampling.top_k, sampling.seed) == ("m", "hi", 1, 3)
 
 
-def test_generate_script_refuses_a_folder_without_a_model(tmp_path):
-    from importlib.util import module_from_spec, spec_from_file_location
-
+def load_script():
     spec = spec_from_file_location("generate_recipe", os.path.join(REPO_ROOT, "recipes", "generate.py"))
     script = module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_generate_script_refuses_a_folder_without_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("no model here")
     with pytest.raises(RecipeError, match=re.escape(f"{tmp_path} holds no model (no config.json / *.safetensors)")):
-        script.main(["--model", str(tmp_path)])
+        load_script().main(["--model", str(tmp_path)])
     with pytest.raises(RecipeError, match=r"model folder not found: .*missing"):
-        script.main(["--model", str(tmp_path / "missing")])
+        load_script().main(["--model", str(tmp_path / "missing")])
 
 
-def test_generate_script_answers_once_and_chats_from_stdin(tmp_path, tokenizer):
+def test_generate_script_answers_once_and_chats_from_stdin(tmp_path, tokenizer, capsys):
     folder = tmp_path / "model"
     lively_model(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    expected = reply(lively_model(tokenizer), tokenizer, question(0, system=False), GREEDY)[0]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    script = os.path.join(REPO_ROOT, "recipes", "generate.py")
-    user = question(0, system=False)[0]["content"]
-    result = subprocess.run(
-        [sys.executable, script, "--model", str(folder), "--temperature", "0", "--repetition_penalty",
-         "1", "--max_new_tokens", "8", "--prompt", user],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == expected
+    user = question(0, system=False)
+    flags = ["--model", str(folder), "--temperature", "0", "--repetition_penalty", "1", "--max_new_tokens", "8"]
+    load_script().main([*flags, "--prompt", user[0]["content"]])
+    assert capsys.readouterr().out.strip() == reply(lively_model(tokenizer), tokenizer, user, GREEDY)[0]
+
+    # Interactive, as a user runs it: stdin until 'exit', the reply streamed to stdout, the banner to stderr.
     chat = subprocess.run(
-        [sys.executable, script, "--model", str(folder), "--temperature", "0", "--max_new_tokens", "4"],
-        input="hello\nexit\nnot read\n", capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        [sys.executable, os.path.join(REPO_ROOT, "recipes", "generate.py"), *flags],
+        input="hello\nexit\nnot read\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
     assert chat.returncode == 0, chat.stderr
-    assert "Chatting with" in chat.stderr and len(chat.stdout.strip().splitlines()) == 1
+    assert "Chatting with" in chat.stderr
+    hello = reply(lively_model(tokenizer), tokenizer, [{"role": "user", "content": "hello"}], GREEDY)[0]
+    assert chat.stdout.strip() == hello
