@@ -23,9 +23,25 @@ Conversation = dict[str, list[dict[str, str]]]
 
 def load_metric(name: str):
     """An `evaluate` module from hf_recipes/metrics/<name>.py, loaded by path so nothing is downloaded."""
-    import evaluate
+    return import_evaluate_package().load(str(METRICS_DIR / f"{name}.py"))
 
-    return evaluate.load(str(METRICS_DIR / f"{name}.py"))
+
+def import_evaluate_package():
+    """The `evaluate` package, even from a recipe script: `python recipes/x.py` puts recipes/ first on sys.path,
+    where recipes/evaluate.py would shadow the package."""
+    import importlib
+    import sys
+
+    module = sys.modules.get("evaluate")
+    if module is not None and hasattr(module, "load"):
+        return module
+    sys.modules.pop("evaluate", None)
+    saved = sys.path[:]
+    sys.path[:] = [entry for entry in sys.path if not (Path(entry or ".") / "evaluate.py").is_file()]
+    try:
+        return importlib.import_module("evaluate")
+    finally:
+        sys.path[:] = saved
 
 
 def _as_blocks(blocks: Any) -> list[list[int]]:
