@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
-from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+from trl import DPOConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from hf_recipes.runtime import RecipeError, did_you_mean
 
@@ -177,8 +177,117 @@ class SFTRecipeConfig(SFTConfig):
 SFT_ARGUMENTS = (ChatDataArguments, ModelConfig, SFTRecipeConfig)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation report
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluateArguments:
+    outputs_dir: str = field(
+        default="outputs/gpt2-tiny", metadata={"help": "The preset's outputs folder, holding one folder per stage."}
+    )
+    stages: list[str] = field(
+        default_factory=lambda: ["pretrain", "sft", "dpo", "quantized-nf4"],
+        metadata={"help": "Stage folders to evaluate, in pipeline order; missing ones are skipped."},
+    )
+    max_eval_examples: int = field(default=600, metadata={"help": "Held-out function-name conversations."})
+    max_length: int = field(
+        default=384, metadata={"help": "Leave out conversations longer than this many tokens (as SFT does)."}
+    )
+    max_new_tokens: int = field(default=24, metadata={"help": "Generation budget per held-out answer."})
+    block_size: int = field(default=256, metadata={"help": "Tokens per held-out perplexity block."})
+    eval_blocks: int = field(default=256, metadata={"help": "Held-out text blocks for perplexity."})
+    batch_size: int = field(default=32, metadata={"help": "Blocks or prompts per forward pass."})
+    force: bool = field(default=False, metadata={"help": "Measure every stage again, even unchanged ones."})
+
+
 # Which dataclass tuple parses each stage's recipes (a recipe file is named <stage>[_variant].yaml).
 STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {"pretrain": PRETRAIN_ARGUMENTS, "sft": SFT_ARGUMENTS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Preference tuning (DPO)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreferenceDataArguments(ScriptArguments):
+    dataset_name: str | None = field(
+        default="stdlib-function-name",
+        metadata={
+            "help": "'stdlib-function-name' (built-in pairs: the right function name over another name from the "
+            "same code), a local .jsonl/.json/.parquet file or folder, or a Hub dataset id; rows have prompt, "
+            "chosen and rejected (strings or messages)."
+        },
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (branch, tag, sha)."})
+    dataset_test_split: str | None = field(
+        default="validation",
+        metadata={"help": "Held-out split (built-in and Hub data). Local files hold out `validation_percent`."},
+    )
+    validation_percent: float = field(
+        default=5.0, metadata={"help": "Percent held out: stdlib modules, or rows of a local file."}
+    )
+    max_train_examples: int | None = field(default=None, metadata={"help": "Train on at most this many pairs."})
+    max_eval_examples: int | None = field(
+        default=200, metadata={"help": "Held-out pairs for reward accuracy/margin, exact match and stop rate."}
+    )
+    eval_max_new_tokens: int = field(
+        default=24, metadata={"help": "Generation budget per answer for exact match / stop rate."}
+    )
+    eval_before_training: bool = field(
+        default=True, metadata={"help": "Also measure exact match and stop rate of the SFT model before DPO."}
+    )
+
+
+@dataclass
+class PreferenceModelArguments(ModelConfig):
+    use_peft: bool = field(
+        default=True,
+        metadata={"help": "LoRA (the adapter-disabled model is the reference, no second copy); false: full model."},
+    )
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Reference model folder or Hub id. None: the starting model itself (LoRA: adapter disabled; "
+            "full: a second copy loaded from model_name_or_path)."
+        },
+    )
+
+
+@dataclass
+class DPORecipeConfig(DPOConfig):
+    # Defaults that differ from TRL's: why is in each help.
+    check_reference: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop unless the first batch's loss is ln 2 (sigmoid loss), i.e. the reference is the starting "
+            "policy. Turn off only for a deliberately different reference."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Off: TRL turns it on by default, ~20% slower, and small models don't need it."},
+    )
+    bf16: bool | None = field(
+        default=False, metadata={"help": "bf16 mixed precision: GPU recipes turn it on (TRL's default fails on CPU)."}
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "Keep False: True logs a NaN loss as 0.0 and the run 'succeeds'."}
+    )
+    report_to: None | str | list[str] = field(  # noqa: RUF036 (TRL's parser needs None first here)
+        default="tensorboard", metadata={"help": "Where to log: tensorboard (in <output_dir>/runs), none, ..."}
+    )
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output folder that holds another run's checkpoints (default: resume)."},
+    )
+
+
+DPO_ARGUMENTS = (PreferenceDataArguments, PreferenceModelArguments, DPORecipeConfig)
+STAGE_ARGUMENTS["dpo"] = DPO_ARGUMENTS
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,6 +343,7 @@ class SamplingArguments:
 
 STAGE_ARGUMENTS["quantize"] = (QuantizeArguments,)
 STAGE_ARGUMENTS["generate"] = (GenerateArguments, SamplingArguments)
+STAGE_ARGUMENTS["evaluate"] = (EvaluateArguments,)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -106,6 +106,52 @@ RESUME_NEUTRAL_FIELDS = frozenset(
 )
 
 
+def config_changes(previous: dict, current: dict) -> list[str]:
+    """Fields whose resolved value differs between two run_config.yaml `config` sections."""
+    return sorted(
+        name
+        for group, fields in current.items()
+        for name, value in fields.items()
+        if name not in RESUME_NEUTRAL_FIELDS and previous.get(group, {}).get(name, value) != value
+    )
+
+
+def input_fingerprints(*paths: str | None) -> dict[str, str]:
+    """Size and mtime of the weights in each local input folder: a re-trained input means this stage is stale."""
+    fingerprints = {}
+    for path in paths:
+        if path and Path(path).is_dir():
+            files = sorted(Path(path).glob("*.safetensors"))
+            fingerprints[str(path)] = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return fingerprints
+
+
+def _previous_record(output_dir: Path) -> dict:
+    import yaml
+
+    record = output_dir / "run_config.yaml"
+    return (yaml.safe_load(record.read_text()) or {}) if record.is_file() else {}
+
+
+def finished_earlier(training_args, *argument_groups, inputs: dict[str, str]) -> bool:
+    """True when the output folder holds a finished run of this same config on these same inputs.
+
+    `make all` run again then skips the stage; overwrite_output_dir forces it to train again.
+    """
+    from hf_recipes.runtime import resolved_config
+
+    output_dir = Path(training_args.output_dir)
+    if training_args.overwrite_output_dir or not (output_dir / "metrics.json").is_file():
+        return False
+    previous = _previous_record(output_dir)
+    current = resolved_config(training_args, *argument_groups)
+    return (
+        previous.get("complete") is True
+        and not config_changes(previous.get("config", {}), current)
+        and previous.get("inputs", {}) == inputs
+    )
+
+
 def prepare_output_dir(training_args, *argument_groups) -> Path:
     """Create the output folder; refuse one holding another run's checkpoints unless told to overwrite them.
 
@@ -114,24 +160,19 @@ def prepare_output_dir(training_args, *argument_groups) -> Path:
     """
     import shutil
 
-    import yaml
-
     from hf_recipes.runtime import resolved_config
 
     output_dir = Path(training_args.output_dir)
     found = checkpoints(output_dir)
-    if found and training_args.overwrite_output_dir:
-        logger.warning("overwrite_output_dir: deleting %d checkpoint(s) in %s", len(found), output_dir)
+    if training_args.overwrite_output_dir:
+        if found:
+            logger.warning("overwrite_output_dir: deleting %d checkpoint(s) in %s", len(found), output_dir)
         for checkpoint in found:
             shutil.rmtree(checkpoint)
-    elif found and (output_dir / "run_config.yaml").is_file():
-        previous = yaml.safe_load((output_dir / "run_config.yaml").read_text()).get("config", {})
-        current = resolved_config(training_args, *argument_groups)
-        changed = sorted(
-            f"{name}"
-            for group, fields in current.items()
-            for name, value in fields.items()
-            if name not in RESUME_NEUTRAL_FIELDS and previous.get(group, {}).get(name, value) != value
+        (output_dir / "metrics.json").unlink(missing_ok=True)  # no number of the old run may survive into the new
+    elif found:
+        changed = config_changes(
+            _previous_record(output_dir).get("config", {}), resolved_config(training_args, *argument_groups)
         )
         if changed:
             raise RecipeError(

@@ -85,6 +85,14 @@ def main(argv: list[str]) -> None:
     runtime.setup_logging(training_args.process_index == 0)
     set_seed(training_args.seed)
     hub_token = training.drop_secrets(training_args)
+    inputs = training.input_fingerprints(model_args.model_name_or_path)
+    if training.finished_earlier(training_args, data_args, model_args, inputs=inputs):
+        logger.info(
+            "%s already holds this finished run (same recipe, same inputs): skipping it "
+            "(overwrite_output_dir: true trains again)",
+            training_args.output_dir,
+        )
+        return
     output_dir = training.prepare_output_dir(training_args, data_args, model_args)
     resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
 
@@ -195,6 +203,9 @@ def main(argv: list[str]) -> None:
         )
         training.plot_losses(trainer.state.log_history, output_dir / "plots" / "loss.png", "pretraining")
         training.remove_pickled_args(output_dir)
+        runtime.write_run_config(
+            output_dir, data_args, model_args, training_args, stage="pretrain", complete=True, inputs=inputs
+        )
         logger.info(
             "Validation perplexity %.2f; model folder: %s", training.perplexity_of(final["eval_loss"]), output_dir
         )

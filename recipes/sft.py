@@ -3,6 +3,7 @@
 accelerate launch recipes/sft.py --config recipes/gpt2-tiny/sft.yaml [--key value ...]
 """
 
+import dataclasses
 import time
 
 from datasets import Dataset
@@ -55,6 +56,14 @@ def main(argv: list[str]) -> None:
     runtime.setup_logging(training_args.process_index == 0)
     set_seed(training_args.seed)
     hub_token = training.drop_secrets(training_args)
+    inputs = training.input_fingerprints(model_args.model_name_or_path)
+    if training.finished_earlier(training_args, data_args, model_args, inputs=inputs):
+        logger.info(
+            "%s already holds this finished run (same recipe, same inputs): skipping it "
+            "(overwrite_output_dir: true trains again)",
+            training_args.output_dir,
+        )
+        return
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is required: the pretrained folder (e.g. outputs/gpt2-tiny/pretrain)")
     output_dir = training.prepare_output_dir(training_args, data_args, model_args)
@@ -66,8 +75,10 @@ def main(argv: list[str]) -> None:
     if data_args.chat_template or not tokenizer.chat_template:
         attach_chat_template(tokenizer, data_args.chat_template or "llama2")
     modeling.check_vocab(modeling.load_config(model_args.model_name_or_path, model_args.model_revision), tokenizer)
+    lora = None
     if model_args.use_peft:
-        model_args.lora_target_modules = modeling.resolve_lora_targets(model_args)
+        targets = modeling.resolve_lora_targets(model_args)
+        lora = get_peft_config(dataclasses.replace(model_args, lora_target_modules=targets))
     quantization = modeling.quantization_config(model_args)
 
     max_length = training_args.max_length
@@ -111,16 +122,15 @@ def main(argv: list[str]) -> None:
         logger.info("Before SFT: %s", before)
 
     runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="sft")
-    # Our rows already carry labels masked from the template's generation blocks; TRL's own assistant-only pass
-    # needs untokenized conversations, so it is switched off here rather than run twice.
-    training_args.assistant_only_loss = False
     trainer = RecipeSFTTrainer(
         model=model,
-        args=training_args,
+        # Our rows already carry labels masked from the template's generation blocks; TRL's own assistant-only pass
+        # needs untokenized conversations, so it is switched off here rather than run twice.
+        args=dataclasses.replace(training_args, assistant_only_loss=False),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows),
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args) if model_args.use_peft else None,
+        peft_config=lora,
         callbacks=[training.NonFiniteLossCallback()],
     )
     first_step = training.checkpoint_step(resume_dir)
@@ -163,6 +173,9 @@ def main(argv: list[str]) -> None:
     )
     training.plot_losses(trainer.state.log_history, output_dir / "plots" / "loss.png", "supervised fine-tuning")
     training.remove_pickled_args(output_dir)
+    runtime.write_run_config(
+        output_dir, data_args, model_args, training_args, stage="sft", complete=True, inputs=inputs
+    )
     logger.info(
         "Exact match %.3f (before %s), stop rate %.3f; model folder: %s",
         after["exact_match"],

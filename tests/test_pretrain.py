@@ -68,11 +68,22 @@ def test_rerun_resumes_from_the_last_complete_checkpoint_with_identical_losses(f
     reference = logged_losses(finished_run / "checkpoint-4")
     interrupted = tmp_path / "interrupted"
     shutil.copytree(finished_run, interrupted)
-    shutil.rmtree(interrupted / "checkpoint-4")  # as if the run died between step 2 and step 4
+    shutil.rmtree(interrupted / "checkpoint-4")  # as if the run died between step 2 and step 4,
+    for written_at_the_end in ("metrics.json", "model.safetensors"):
+        (interrupted / written_at_the_end).unlink()
     (interrupted / "checkpoint-3").mkdir()  # and a later save was killed half-way: it must be skipped
     (interrupted / "checkpoint-3" / "model.safetensors").write_bytes(b"\0" * 10)
     run(interrupted)
     assert logged_losses(interrupted / "checkpoint-4") == reference
+
+
+def test_rerun_of_a_finished_run_skips_it(finished_run, tmp_path, caplog):
+    copy = tmp_path / "again"
+    shutil.copytree(finished_run, copy)
+    before = (copy / "model.safetensors").stat().st_mtime_ns
+    run(copy)
+    assert (copy / "model.safetensors").stat().st_mtime_ns == before
+    assert "already holds this finished run" in caplog.text
 
 
 def test_continued_pretraining_from_a_local_folder_changes_the_weights(tmp_path):
