@@ -288,7 +288,7 @@ def example_messages(task: str | None) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": f"{INSTRUCTION}\n\n{code}"}]
 
 
-def _usage_snippet(name: str, kind: str, has_template: bool, quantized: bool, messages: list[dict[str, str]]) -> str:
+def _usage_snippet(name: str, kind: str, chat: bool, quantized: bool, messages: list[dict[str, str]]) -> str:
     if kind == "adapter":
         lines = ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", ""]
         lines.append(f'model = AutoPeftModelForCausalLM.from_pretrained("{name}")')
@@ -296,7 +296,7 @@ def _usage_snippet(name: str, kind: str, has_template: bool, quantized: bool, me
         lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
         lines.append(f'model = AutoModelForCausalLM.from_pretrained("{name}")')
     lines.append(f'tokenizer = AutoTokenizer.from_pretrained("{name}")')
-    if has_template:
+    if chat:
         lines.append("messages = [")
         lines += [f'    {{"role": "{m["role"]}", "content": {json.dumps(m["content"])}}},' for m in messages]
         lines += [
@@ -305,10 +305,13 @@ def _usage_snippet(name: str, kind: str, has_template: bool, quantized: bool, me
             'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")',
         ]
     else:
-        lines += ['inputs = tokenizer("def main(", return_tensors="pt")']
+        lines += [
+            "# A base (pretrained) model continues text: give it the start of some Python.",
+            'inputs = tokenizer("def fibonacci(n):", return_tensors="pt")',
+        ]
     lines += [
         "inputs = inputs.to(model.device)",
-        "# Greedy decoding, as the results below were measured; generation stops at the eos token.",
+        "# Greedy decoding (exact match below is measured that way); generation stops at the eos token.",
         "output = model.generate(**inputs, max_new_tokens=64, do_sample=False)",
         'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))',
     ]
@@ -345,7 +348,9 @@ def render_model_card(
     own = own_metrics(metrics, stage)
     source = base_model or _config_value(run_config, "model_name_or_path")
     tokenizer_config = _read_json(folder / "tokenizer_config.json")
+    # A pretrained model carries the template for the stages after it, but has not learned to chat yet.
     has_template = (folder / "chat_template.jinja").is_file() or "chat_template" in tokenizer_config
+    chat = has_template and stage != "pretrain"
     not_verified = folder / NOT_VERIFIED_FILE
     task = "stdlib-function-name" if stage == "quantize" else _config_value(run_config, "dataset_name")
 
@@ -364,7 +369,7 @@ def render_model_card(
         stage=stage,
         source=_describe_source(source),
         not_verified=not_verified.read_text().strip() if not_verified.is_file() else None,
-        usage=_usage_snippet(repo_id or str(folder), kind, has_template, stage == "quantize", example_messages(task)),
+        usage=_usage_snippet(repo_id or str(folder), kind, chat, stage == "quantize", example_messages(task)),
         has_adapter_folder=(folder / ADAPTER_FOLDER / "adapter_config.json").is_file(),
         headline_table=_table(headline, ("metric", "this model")),
         metrics_table=_table([(k, _show(v)) for k, v in sorted(metrics.items())], ("metrics.json key", "value"))

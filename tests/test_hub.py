@@ -202,6 +202,36 @@ def test_card_of_an_unverified_4bit_export_says_so_first_and_reports_the_4bit_nu
     assert "bitsandbytes" in section(card.text, "Use it")
 
 
+def test_card_of_a_pretrained_base_model_shows_text_completion_not_chat(tmp_path):
+    run_config = {
+        "config": {
+            "DataArguments": {"dataset_name": "stdlib"},
+            "PretrainModelArguments": {"model_name_or_path": None},
+        },
+        "stage": "pretrain",
+    }
+    folder = stage_folder(tmp_path / "pretrain", run_config, {"perplexity": 12.5, "initial_perplexity": 8000.0})
+    card = ModelCard.load(hub.write_model_card(folder, "me/base"))
+    assert "pretraining" in card.data.tags and "base_model" not in card.data.to_dict()
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert [(r.metric_type, r.metric_value, r.dataset_type) for r in results] == [("perplexity", 12.5, "stdlib")]
+    assert "trained from scratch" in card.text
+    usage = section(card.text, "Use it")
+    assert "apply_chat_template" not in usage and 'tokenizer("def fibonacci(n):"' in usage
+
+
+def test_card_of_an_adapter_only_folder_loads_it_with_peft_onto_its_base(tmp_path):
+    folder = tmp_path / "adapter-only"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "openai-community/gpt2"}))
+    (folder / "adapter_model.safetensors").write_text("{}")
+    card = ModelCard.load(hub.write_model_card(folder, "me/lora"))
+    data = card.data.to_dict()
+    assert data["library_name"] == "peft" and data["base_model"] == "openai-community/gpt2"
+    assert data["base_model_relation"] == "adapter" and "lora" in data["tags"]
+    assert 'AutoPeftModelForCausalLM.from_pretrained("me/lora")' in section(card.text, "Use it")
+
+
 def test_card_without_metrics_or_recipe_claims_nothing(tmp_path):
     folder = stage_folder(tmp_path / "bare")
     card = ModelCard.load(hub.write_model_card(folder))
