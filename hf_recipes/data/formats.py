@@ -240,3 +240,62 @@ def conversations_from_rows(
     if not conversations:
         raise RecipeError(f"{source}: no rows")
     return conversations
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preference pairs (DPO): prompt + chosen + rejected
+# ----------------------------------------------------------------------------------------------------------------
+
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+
+
+def _answer_turn(value: Any, key: str, where: str) -> dict[str, str]:
+    """A chosen/rejected side as one assistant message: a string, or a list holding one assistant message."""
+    if isinstance(value, str):
+        message = {"role": "assistant", "content": value}
+    elif isinstance(value, Sequence) and len(value) == 1 and isinstance(value[0], Mapping):
+        message = value[0]
+        if message.get("role") != "assistant":
+            raise RecipeError(f"{where}: '{key}' must be the assistant's answer, not a {message.get('role')!r} turn")
+    else:
+        raise RecipeError(
+            f"{where}: '{key}' must be a string or a list of one assistant message, got "
+            + (f"a list of {len(value)} items" if isinstance(value, Sequence) else _json_type(value))
+        )
+    content = message.get("content")
+    if not isinstance(content, str):
+        raise RecipeError(f"{where}: '{key}' has no 'content' string (got {_json_type(content)})")
+    if not content.strip():
+        raise RecipeError(f"{where}: '{key}' is empty; a preference needs two real answers")
+    return {"role": "assistant", "content": content}
+
+
+def to_preference_pair(row: Mapping[str, Any], where: str) -> dict[str, Messages]:
+    """One row with prompt/chosen/rejected (plain text or conversational) -> conversational pair, validated.
+
+    A plain-text prompt becomes one user message and a plain-text answer one assistant message (as SFT's
+    prompt/completion rows do), so every pair goes through the model's own chat template.
+    """
+    for key in PREFERENCE_KEYS:
+        _required(row, key, "preference", where)
+    prompt = _turns(row["prompt"], "user", "prompt", where)
+    validate_conversation(prompt, where, require_answer=False)
+    if prompt[-1]["role"] != "user":
+        raise RecipeError(f"{where}: 'prompt' must end with a user message, not a {prompt[-1]['role']} one")
+    chosen = _answer_turn(row["chosen"], "chosen", where)
+    rejected = _answer_turn(row["rejected"], "rejected", where)
+    if chosen["content"].strip() == rejected["content"].strip():
+        raise RecipeError(f"{where}: 'chosen' and 'rejected' are the same answer; the pair teaches nothing")
+    return {
+        "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+        "chosen": [chosen],
+        "rejected": [rejected],
+    }
+
+
+def preference_pairs_from_rows(rows_with_locations: Iterable[Located], source: str = "the data") -> list[dict]:
+    """Convert and validate every row (`to_preference_pair`); errors name the row's location."""
+    pairs = [to_preference_pair(row, where) for where, row in rows_with_locations]
+    if not pairs:
+        raise RecipeError(f"{source}: no rows")
+    return pairs

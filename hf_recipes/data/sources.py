@@ -179,3 +179,49 @@ def load_chat_source(
     if limit is not None:
         rows = (row for _, row in zip(range(limit), rows, strict=False))
     return formats.conversations_from_rows(rows, source=source)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preference pairs (DPO)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_preference_source(
+    dataset_name: str,
+    split: str,
+    dataset_config: str | None = None,
+    dataset_revision: str | None = None,
+    limit: int | None = None,
+    validation_percent: float = stdlib.VALIDATION_PERCENT,
+) -> list[dict]:
+    """`[{"prompt": [...], "chosen": [...], "rejected": [...]}, ...]` (conversational) from the built-in pairs, a
+    local file (.jsonl/.json/.parquet) or a Hub dataset.
+
+    Every row is validated with its location (`file.jsonl:17`, `dataset 'x' row 17`) before any model loads. A local
+    source has no splits: `split` is ignored and the whole file is returned (the caller holds rows out).
+    """
+    from hf_recipes.data import formats
+
+    if dataset_name == BUILTIN_CHAT_TASK:
+        pairs = stdlib.function_name_pairs(split, limit=limit, validation_percent=validation_percent)
+        if not pairs:
+            raise RecipeError(f"the built-in task has no '{split}' pairs (validation_percent={validation_percent})")
+        return pairs
+    if os.path.exists(dataset_name):
+        files = local_files(Path(dataset_name))
+        if files[0].suffix == ".jsonl":
+            rows = (located for file in files for located in formats.jsonl_rows(file))
+        else:
+            rows = formats.dataset_rows(load_local(Path(dataset_name))["train"], dataset_name)
+        source = dataset_name
+    elif dataset_name.startswith((".", "/", "~")) or dataset_name.endswith(tuple(BUILDERS)):
+        raise RecipeError(f"data file not found: {dataset_name}")
+    else:
+        raw = load_hub(dataset_name, dataset_config, dataset_revision, streaming=False)
+        if split not in raw:
+            raise RecipeError(f"dataset '{dataset_name}' has no split '{split}'; it has {', '.join(raw)}")
+        rows = formats.dataset_rows(raw[split], dataset_name)
+        source = f"dataset '{dataset_name}' split '{split}'"
+    if limit is not None:
+        rows = (row for _, row in zip(range(limit), rows, strict=False))
+    return formats.preference_pairs_from_rows(rows, source=source)

@@ -10,7 +10,7 @@ import ast
 import hashlib
 import sysconfig
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -118,3 +118,80 @@ def function_name_conversations(
             if limit is not None and len(conversations) >= limit:
                 return conversations
     return conversations
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preference pairs for the function-name task (DPO)
+# ----------------------------------------------------------------------------------------------------------------
+
+# Parameters every method has: as wrong answers they teach nothing the model does not already know.
+TRIVIAL_NAMES = frozenset({"self", "cls"})
+
+
+def wrong_name_candidates(name: str, code: str, module_definitions: Iterable[str]) -> list[list[str]]:
+    """Wrong answers found in the code, by kind: [functions it calls, its parameters, other definitions in the module].
+
+    Each list is in source order, without duplicates and without `name` itself.
+    """
+    calls, parameters = [], []
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:  # a fragment that does not parse alone still has the module's other definitions
+        tree = None
+    if tree is not None:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                if isinstance(node.func, ast.Name):
+                    calls.append(node.func.id)
+                elif isinstance(node.func, ast.Attribute):
+                    calls.append(node.func.attr)
+        function = tree.body[0] if tree.body else None
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = function.args
+            every = [*arguments.posonlyargs, *arguments.args, arguments.vararg, *arguments.kwonlyargs, arguments.kwarg]
+            parameters = [argument.arg for argument in every if argument is not None]
+    kinds = [calls, [p for p in parameters if p not in TRIVIAL_NAMES], list(module_definitions)]
+    return [[candidate for candidate in dict.fromkeys(kind) if candidate != name] for kind in kinds]
+
+
+def pick_wrong_name(name: str, code: str, module_definitions: Iterable[str], key: str) -> str | None:
+    """One plausible wrong answer, chosen by a hash of `key` (the same on every machine); None if the code has none.
+
+    The hash picks the kind to try first, so the pairs mix called functions, parameters and sibling definitions.
+    """
+    kinds = wrong_name_candidates(name, code, module_definitions)
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    for offset in range(len(kinds)):
+        kind = kinds[(digest + offset) % len(kinds)]
+        if kind:
+            return kind[(digest // len(kinds)) % len(kind)]
+    return None
+
+
+def function_name_pairs(
+    split: str, limit: int | None = None, validation_percent: float = VALIDATION_PERCENT, root: Path = STDLIB_ROOT
+) -> list[dict[str, list[dict[str, str]]]]:
+    """The function-name task as conversational preference pairs, from the split's modules only, in a stable order.
+
+    prompt = the SFT conversation without its answer (system + user), chosen = the function's name, rejected = a
+    plausible wrong name from the same code (`pick_wrong_name`); functions with no wrong name to offer are skipped.
+    """
+    pairs = []
+    for module in split_modules(split, validation_percent, root):
+        functions = _module_functions(module, root)
+        definitions = [defined for defined, _ in functions]
+        for index, (name, code) in enumerate(functions):
+            rejected = pick_wrong_name(name, code, definitions, key=f"{module}:{index}")
+            if rejected is None:
+                continue
+            messages = function_name_conversation(code, name)["messages"]
+            pairs.append(
+                {
+                    "prompt": messages[:-1],
+                    "chosen": messages[-1:],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            )
+            if limit is not None and len(pairs) >= limit:
+                return pairs
+    return pairs

@@ -1,0 +1,256 @@
+"""Preference tuning of the SFT model with TRL's DPOTrainer (LoRA by default, or the full model).
+
+accelerate launch recipes/dpo.py --config recipes/gpt2-tiny/dpo.yaml [--key value ...]
+"""
+
+import math
+import os
+import random
+import time
+
+from datasets import Dataset
+from transformers import set_seed
+from trl import DPOTrainer, get_peft_config
+
+from hf_recipes import modeling, runtime, training
+from hf_recipes.chat import render
+from hf_recipes.configs import parse_stage
+from hf_recipes.data.sources import BUILTIN_CHAT_TASK, load_preference_source
+from hf_recipes.evaluation import chat_task_metrics
+from hf_recipes.runtime import RecipeError, logger
+from hf_recipes.tokenization import load_tokenizer
+
+LN2 = math.log(2)  # the sigmoid DPO loss when policy and reference agree: -log sigmoid(0)
+
+
+class RecipeDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer, stopping at the first training batch unless the reference is the starting policy."""
+
+    def __init__(self, *args, check_reference: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.check_reference = check_reference
+        self.first_loss: float | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # The very first batch of a fresh run, checked on the loss the optimizer is about to step on (not a re-run).
+        if self.first_loss is None and model.training and self.state.global_step == 0:
+            self.first_loss = (result[0] if return_outputs else result).item()
+            logger.info(
+                "First batch loss %.6f (ln 2 = %.6f when the reference is the starting policy)", self.first_loss, LN2
+            )
+            # Other loss types (and WPO weighting) are not ln 2 at zero log-ratios: only plain sigmoid is checked.
+            sigmoid = self.args.loss_type == ["sigmoid"] and not self.args.use_weighting
+            if self.check_reference and sigmoid and abs(self.first_loss - LN2) > 1e-3:
+                dropout = "" if self.args.disable_dropout else "; or dropout is on: keep disable_dropout: true"
+                raise RecipeError(
+                    f"the first batch's DPO loss is {self.first_loss:.6f}, not ln 2 = {LN2:.6f}: the reference "
+                    f"model is not the starting policy{dropout} (leave ref_model_name_or_path unset, or set "
+                    "check_reference: false when a different reference is intended)"
+                )
+        return result
+
+
+def load_pairs(data_args, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) pairs; a local source (no splits) holds out `validation_percent` of its rows by seed."""
+    name = data_args.dataset_name
+    load = lambda split, limit: load_preference_source(  # noqa: E731
+        name, split, data_args.dataset_config, data_args.dataset_revision, limit, data_args.validation_percent
+    )
+    if name == BUILTIN_CHAT_TASK or (
+        not os.path.exists(name) and data_args.dataset_test_split not in (None, "", "none")
+    ):
+        return (
+            load(data_args.dataset_train_split, data_args.max_train_examples),
+            load(data_args.dataset_test_split, data_args.max_eval_examples),
+        )
+    rows = load(data_args.dataset_train_split, None)
+    if len(rows) < 2:
+        raise RecipeError(f"{name}: {len(rows)} pair(s); need at least 2 to hold one out for evaluation")
+    random.Random(seed).shuffle(rows)
+    held_out = max(1, round(len(rows) * data_args.validation_percent / 100))
+    return rows[held_out:][: data_args.max_train_examples], rows[:held_out][: data_args.max_eval_examples]
+
+
+def pairs_within(tokenizer, pairs: list[dict], max_length: int) -> tuple[list[dict], list[int]]:
+    """The pairs whose prompt + longer answer fits `max_length` tokens (never truncated: a cut answer compares
+    nothing), and the token count of every rendered sequence kept."""
+    texts = [render(tokenizer, pair["prompt"] + pair[side]) for pair in pairs for side in ("chosen", "rejected")]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    kept, kept_lengths = [], []
+    for index, pair in enumerate(pairs):
+        chosen, rejected = lengths[2 * index], lengths[2 * index + 1]
+        if max(chosen, rejected) <= max_length:
+            kept.append(pair)
+            kept_lengths += [chosen, rejected]
+    return kept, kept_lengths
+
+
+def describe_pair(tokenizer, pair: dict) -> str:
+    prompt = render(tokenizer, pair["prompt"], add_generation_prompt=True)
+    answers = {
+        side: render(tokenizer, pair["prompt"] + pair[side]).removeprefix(prompt) for side in ("chosen", "rejected")
+    }
+    return f"{prompt}\n  chosen:   {answers['chosen']!r}\n  rejected: {answers['rejected']!r}"
+
+
+def plot_dpo(log_history: list[dict], path) -> None:
+    """DPO loss (train, held-out) and held-out reward accuracy against step, as a PNG."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib.pyplot as plt
+
+    series = {key: [(e["step"], e[key]) for e in log_history if key in e] for key in ("loss", "eval_loss")}
+    accuracy = [(e["step"], e["eval_rewards/accuracies"]) for e in log_history if "eval_rewards/accuracies" in e]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for key, label in (("loss", "train loss"), ("eval_loss", "held-out loss")):
+        if series[key]:
+            axis.plot(*zip(*series[key], strict=True), marker="o" if key == "eval_loss" else None, label=label)
+    axis.axhline(LN2, color="grey", linestyle=":", label="ln 2 (policy = reference)")
+    axis.set(xlabel="optimizer step", ylabel="DPO loss (nats per pair)", title="preference tuning (DPO)")
+    axis.legend(loc="lower left")
+    if accuracy:
+        right = axis.twinx()
+        right.plot(*zip(*accuracy, strict=True), "s--", color="tab:green", label="held-out reward accuracy")
+        right.set(ylabel="reward accuracy", ylim=(0, 1.02))
+        right.legend(loc="upper right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str]) -> None:
+    data_args, model_args, training_args = parse_stage("dpo", argv)
+    runtime.setup_logging(training_args.process_index == 0)
+    set_seed(training_args.seed)
+    hub_token = training.drop_secrets(training_args)
+    if not model_args.model_name_or_path:
+        raise RecipeError("model_name_or_path is required: the SFT folder (e.g. outputs/gpt2-tiny/sft)")
+    output_dir = training.prepare_output_dir(training_args, data_args, model_args)
+    resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
+
+    # Checks that need no weights: data, tokenizer and its template, vocab, reference, LoRA targets, 4-bit.
+    train_pairs, eval_pairs = load_pairs(data_args, training_args.seed)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    if not tokenizer.chat_template:  # DPO keeps the SFT model's template: a new one would be a different task
+        raise RecipeError(f"{model_args.model_name_or_path} has no chat template: start DPO from an SFT folder")
+    modeling.check_vocab(modeling.load_config(model_args.model_name_or_path, model_args.model_revision), tokenizer)
+    reference = model_args.ref_model_name_or_path
+    if reference:
+        modeling.check_vocab(modeling.load_config(reference), tokenizer)
+    if model_args.use_peft:
+        model_args.lora_target_modules = modeling.resolve_lora_targets(model_args)
+    quantization = modeling.quantization_config(model_args)
+
+    max_length = training_args.max_length
+    train_rows, train_lengths = pairs_within(tokenizer, train_pairs, max_length)
+    eval_rows, _ = pairs_within(tokenizer, eval_pairs, max_length)
+    logger.info(
+        "Pairs within max_length=%d tokens: train %d of %d, held-out %d of %d (longer ones left out)",
+        *(max_length, len(train_rows), len(train_pairs), len(eval_rows), len(eval_pairs)),
+    )
+    if not train_rows or not eval_rows:
+        raise RecipeError(f"no pair fits max_length={max_length}; raise max_length or use shorter data")
+    pairs_per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    logger.info(
+        "Per optimizer step: %d pairs = %d sequences of %.0f tokens on average (policy forward+backward, "
+        "reference forward)",
+        *(pairs_per_step, 2 * pairs_per_step, sum(train_lengths) / len(train_lengths)),
+    )
+    logger.info("First training pair, through the model's chat template:\n%s", describe_pair(tokenizer, train_rows[0]))
+
+    load = lambda path, revision=None: modeling.load_model(  # noqa: E731
+        path, revision, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation or "sdpa"
+    )
+    model = modeling.load_model(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=model_args.dtype,
+        quantization_config=quantization,
+        attn_implementation=model_args.attn_implementation or "sdpa",
+    )
+    # LoRA: TRL scores the reference with the adapter disabled (no second copy). Full model: TRL would reload the
+    # reference from the model's path, so it is loaded here, explicitly, from the folder the policy came from.
+    if reference:
+        ref_model = load(reference)
+    else:
+        ref_model = None if model_args.use_peft else load(model_args.model_name_or_path, model_args.model_revision)
+    eval_conversations = [{"messages": pair["prompt"] + pair["chosen"]} for pair in eval_rows]
+    batch_size = training_args.per_device_eval_batch_size
+    before = {}
+    if data_args.eval_before_training and resume_dir is None:
+        logger.info("Exact match and stop rate before DPO, on %d held-out prompts", len(eval_conversations))
+        scores = chat_task_metrics(model, tokenizer, eval_conversations, data_args.eval_max_new_tokens, batch_size)
+        before = {"exact_match_before": scores["exact_match"], "stop_rate_before": scores["stop_rate"]}
+        logger.info("Before DPO: %s", before)
+
+    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="dpo")
+    trainer = RecipeDPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=training_args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args) if model_args.use_peft else None,
+        callbacks=[training.NonFiniteLossCallback()],
+        check_reference=training_args.check_reference,
+    )
+    first_step = training.checkpoint_step(resume_dir)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    seconds = time.perf_counter() - started - training.seconds_spent_evaluating(trainer.state.log_history, first_step)
+    final_eval = trainer.evaluate()
+
+    if not trainer.is_world_process_zero():
+        return
+    if model_args.use_peft:  # keep the adapter, and write the merged model so the folder loads as a plain model
+        trainer.model.save_pretrained(output_dir / "adapter")
+        model = modeling.merge_lora(
+            model_args.model_name_or_path, str(output_dir / "adapter"), model_args.model_revision
+        )
+    else:
+        model = trainer.model
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+    logger.info("Exact match and stop rate after DPO, on %d held-out prompts", len(eval_conversations))
+    after = chat_task_metrics(model, tokenizer, eval_conversations, data_args.eval_max_new_tokens, batch_size)
+    runtime.write_metrics(
+        output_dir,
+        {
+            **before,
+            **after,
+            "reward_accuracy": final_eval["eval_rewards/accuracies"],
+            "reward_margin": final_eval["eval_rewards/margins"],
+            "eval_loss": final_eval["eval_loss"],
+            "eval_pairs": len(eval_rows),
+            "first_step_loss": trainer.first_loss,
+            "train_loss": result.training_loss,
+            "train_steps": result.global_step,
+            "train_pairs": len(train_rows),
+            "train_pairs_too_long": len(train_pairs) - len(train_rows),
+            "eval_pairs_too_long": len(eval_pairs) - len(eval_rows),
+            "train_seconds": seconds,
+            "beta": training_args.beta,
+            "loss_type": training_args.loss_type,
+            "lora": bool(model_args.use_peft),
+        },
+    )
+    plot_dpo(trainer.state.log_history, output_dir / "plots" / "loss.png")
+    training.remove_pickled_args(output_dir)
+    logger.info(
+        "Held-out reward accuracy %.3f, margin %.3f; exact match %.3f (before %s), stop rate %.3f; model folder: %s",
+        *(final_eval["eval_rewards/accuracies"], final_eval["eval_rewards/margins"], after["exact_match"]),
+        *(before.get("exact_match_before", "not measured"), after["stop_rate"], output_dir),
+    )
+    if training_args.push_to_hub:
+        from hf_recipes.hub import push_folder
+
+        push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token)
+
+
+if __name__ == "__main__":
+    runtime.run_recipe(main)
