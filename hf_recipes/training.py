@@ -133,23 +133,38 @@ def _previous_record(output_dir: Path) -> dict:
     return (yaml.safe_load(record.read_text()) or {}) if record.is_file() else {}
 
 
-def finished_earlier(training_args, *argument_groups, inputs: dict[str, str]) -> bool:
+def finished_earlier(
+    output_dir: Path | str, *argument_groups, inputs: dict[str, str], overwrite: bool = False
+) -> bool:
     """True when the output folder holds a finished run of this same config on these same inputs.
 
     `make all` run again then skips the stage; overwrite_output_dir forces it to train again.
     """
     from hf_recipes.runtime import resolved_config
 
-    output_dir = Path(training_args.output_dir)
-    if training_args.overwrite_output_dir or not (output_dir / "metrics.json").is_file():
+    output_dir = Path(output_dir)
+    if overwrite or not (output_dir / "metrics.json").is_file():
         return False
     previous = _previous_record(output_dir)
-    current = resolved_config(training_args, *argument_groups)
     return (
         previous.get("complete") is True
-        and not config_changes(previous.get("config", {}), current)
+        and not config_changes(previous.get("config", {}), resolved_config(*argument_groups))
         and previous.get("inputs", {}) == inputs
     )
+
+
+def skip_if_finished(
+    output_dir: Path | str, *argument_groups, inputs: dict[str, str], overwrite: bool = False
+) -> bool:
+    """Log and return True when the stage's output is already complete for this recipe and these inputs."""
+    if not finished_earlier(output_dir, *argument_groups, inputs=inputs, overwrite=overwrite):
+        return False
+    logger.info(
+        "%s already holds this finished run (same recipe, same inputs): skipping it "
+        "(overwrite_output_dir: true runs it again)",
+        output_dir,
+    )
+    return True
 
 
 def prepare_output_dir(training_args, *argument_groups) -> Path:

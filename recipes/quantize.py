@@ -11,6 +11,7 @@ import logging
 
 from transformers import set_seed
 
+from hf_recipes import training
 from hf_recipes.configs import parse_stage
 from hf_recipes.evaluation import folder_size_bytes
 from hf_recipes.quantization import (
@@ -35,6 +36,9 @@ def main(argv: list[str]) -> None:
     (args,) = parse_stage("quantize", argv)
     setup_logging()
     set_seed(args.seed)
+    inputs = training.input_fingerprints(args.model_name_or_path)
+    if training.skip_if_finished(args.output_dir, args, inputs=inputs):
+        return
 
     # Everything a user can get wrong is checked before a model loads.
     require_bitsandbytes()
@@ -106,6 +110,7 @@ def main(argv: list[str]) -> None:
         metrics["size_bytes_full"] / 1e6,
         metrics["size_bytes_4bit"] / 1e6,
     )
+    write_run_config(args.output_dir, args, source_kind=kind, device=device, complete=True, inputs=inputs)
 
 
 if __name__ == "__main__":

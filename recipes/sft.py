@@ -57,12 +57,14 @@ def main(argv: list[str]) -> None:
     set_seed(training_args.seed)
     hub_token = training.drop_secrets(training_args)
     inputs = training.input_fingerprints(model_args.model_name_or_path)
-    if training.finished_earlier(training_args, data_args, model_args, inputs=inputs):
-        logger.info(
-            "%s already holds this finished run (same recipe, same inputs): skipping it "
-            "(overwrite_output_dir: true trains again)",
-            training_args.output_dir,
-        )
+    if training.skip_if_finished(
+        training_args.output_dir,
+        training_args,
+        data_args,
+        model_args,
+        inputs=inputs,
+        overwrite=training_args.overwrite_output_dir,
+    ):
         return
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is required: the pretrained folder (e.g. outputs/gpt2-tiny/pretrain)")
