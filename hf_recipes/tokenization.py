@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from hf_recipes.runtime import RecipeError
@@ -16,13 +16,20 @@ BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
 PAD_TOKEN = "<pad>"
 SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]  # ids 0, 1, 2 in a tokenizer we train
+# GPT-2's pre-tokenizer pattern, except that `_` joins letters and digits: code identifiers such as `set_result`
+# stay one pre-token, so BPE can learn them as one or two tokens instead of always `set` `_` `result`.
+CODE_PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}\p{N}_]+| ?[^\s\p{L}\p{N}_]+|\s+(?!\S)|\s+"""
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, show_progress: bool = True) -> PreTrainedTokenizerFast:
-    """Train a GPT-2-style byte-level BPE on `texts` with distinct pad/bos/eos special tokens."""
+    """Train a byte-level BPE (GPT-2's, with identifier-aware splitting) on `texts`, with distinct pad/bos/eos."""
     tokenizer = Tokenizer(models.BPE())
-    # add_prefix_space=False: "def f" and "f" must stay the same tokens as in GPT-2's own tokenizer.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CODE_PRETOKENIZE_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
