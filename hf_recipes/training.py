@@ -1,5 +1,5 @@
 """What the stages add to the `transformers`/TRL trainers: complete-checkpoint resume, perplexity in the logs,
-a hard stop on a non-finite loss, a measured run-length estimate, and loss plots."""
+a hard stop on a non-finite loss, a checkpoint-and-exit on SIGTERM, a measured run-length estimate, and loss plots."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import logging
 import math
 import os
 import re
+import signal
+import sys
+import threading
 import time
+import zipfile
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -33,8 +37,11 @@ def checkpoint_problems(checkpoint: Path) -> list[str]:
     resuming from it crashes, and one missing its optimizer or RNG state "resumes" to a different loss.
     """
     problems = []
-    if not (checkpoint / "trainer_state.json").is_file():  # written last: its absence means an unfinished save
+    state = checkpoint / "trainer_state.json"
+    if not state.is_file():  # written last: its absence means an unfinished save
         problems.append("no trainer_state.json")
+    elif not json_complete(state):  # written in place, not atomically: a kill mid-write leaves half of it
+        problems.append("trainer_state.json is truncated")
     weights = [checkpoint / name for name in WEIGHT_FILES if (checkpoint / name).is_file()]
     if not weights:
         problems.append("no model weights")
@@ -44,9 +51,22 @@ def checkpoint_problems(checkpoint: Path) -> list[str]:
     for name in ("optimizer.pt", "scheduler.pt"):
         if not (checkpoint / name).is_file():
             problems.append(f"no {name}")
-    if not any(checkpoint.glob("rng_state*.pth")):
+    rng_states = list(checkpoint.glob("rng_state*.pth"))
+    if not rng_states:
         problems.append("no rng_state.pth")
+    for file in [checkpoint / "optimizer.pt", checkpoint / "scheduler.pt", *rng_states]:
+        if file.is_file() and not zipfile.is_zipfile(file):  # torch.save writes a zip: a cut one lacks its index
+            problems.append(f"{file.name} is truncated")
     return problems
+
+
+def json_complete(path: Path) -> bool:
+    """True when the file parses as JSON."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def safetensors_complete(path: Path) -> bool:
@@ -196,6 +216,9 @@ def prepare_output_dir(training_args, *argument_groups) -> Path:
                 "or choose another output_dir"
             )
     output_dir.mkdir(parents=True, exist_ok=True)
+    # TensorBoard logs in <output_dir>/runs. Set explicitly: a log before training starts (our initial evaluation)
+    # would otherwise open the writer before the callback knows the output folder, and it falls back to ./runs.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "runs")
     return output_dir
 
 
@@ -221,19 +244,81 @@ def perplexity_of(loss: float) -> float:
 class NonFiniteLossCallback(TrainerCallback):
     """Stop at the first logged NaN/inf loss with a clear error; the last complete checkpoint stays as it was.
 
-    Needs `logging_nan_inf_filter=False` (our default): with the stock True, a NaN is logged as 0.0.
+    A non-finite gradient norm stops it too: that step's update may already have made the weights NaN, and the
+    checkpoint of that step (saved right after this log) would keep them. Not under fp16, whose loss scaler skips
+    inf-gradient steps on purpose. Needs `logging_nan_inf_filter=False` (our default): with the stock True, a NaN
+    loss is logged as the mean of the steps before it.
     """
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in ("loss", "eval_loss"):
+        for key in ("loss", "eval_loss", *(() if args.fp16 else ("grad_norm",))):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(value):
-                last_good = next((c for c in checkpoints(args.output_dir) if not checkpoint_problems(c)), None)
-                kept = f"; the last complete checkpoint is {last_good}" if last_good else "; no checkpoint was saved"
-                raise RecipeError(
-                    f"training stopped: {key} is {value} at step {state.global_step} "
-                    f"(try a lower learning_rate or max_grad_norm){kept}"
-                )
+                self.stop(f"{key} is {value} at step {state.global_step}", args)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        # An update that overflows (an absurd learning rate) leaves this step's loss and gradients finite and the
+        # weights inf: check them before the checkpoint this step is about to save.
+        if control.should_save and model is not None and not all(p.isfinite().all() for p in model.parameters()):
+            self.stop(f"the weights are not finite after step {state.global_step}", args)
+
+    @staticmethod
+    def stop(problem: str, args) -> None:
+        last_good = next((c for c in checkpoints(args.output_dir) if not checkpoint_problems(c)), None)
+        kept = f"; the last complete checkpoint is {last_good}" if last_good else "; no checkpoint was saved"
+        raise RecipeError(f"training stopped: {problem} (try a lower learning_rate or max_grad_norm){kept}")
+
+
+class SigtermCallback(TrainerCallback):
+    """On SIGTERM (preemption, a scheduler's time limit, `kill`), save a checkpoint after the current step and stop.
+
+    The handler only sets a flag: the step in flight finishes, the Trainer writes a complete checkpoint, and the recipe
+    then calls `exit_if_stopped`, which exits with status 143 (128 + SIGTERM) before any final model, metrics or
+    "complete" record is written. Running the same command again resumes from that checkpoint.
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # Python only sets handlers on the main thread
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = signum  # nothing else here: logging or saving could re-enter code the signal interrupted
+
+    def on_step_end(self, args, state, control, **kwargs):
+        received = self.received is not None
+        if args.world_size > 1:  # every process must stop at the same step, or the checkpoint's collectives hang
+            import torch
+            from accelerate.utils import reduce
+
+            received = bool(reduce(torch.tensor([float(received)], device=args.device), reduction="sum").item())
+            self.received = self.received or (signal.SIGTERM if received else None)
+        if received:
+            logger.warning("SIGTERM: saving checkpoint-%d and stopping", state.global_step)
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.previous is not None:  # from here on SIGTERM ends the process at once: there is no step to save
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+    def exit_if_stopped(self, trainer) -> None:
+        """After `trainer.train()`: exit 143 with a one-line note naming the checkpoint when SIGTERM stopped it."""
+        if self.received is None:
+            return
+        if trainer.is_world_process_zero():
+            checkpoint = next((c for c in checkpoints(trainer.args.output_dir) if not checkpoint_problems(c)), None)
+            print(
+                f"stopped by SIGTERM at step {trainer.state.global_step}: {checkpoint} is saved; run the same command "
+                "again to resume from it",
+                file=sys.stderr,
+                flush=True,
+            )
+        sys.exit(128 + self.received)
 
 
 class RunLengthCallback(TrainerCallback):
