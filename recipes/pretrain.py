@@ -3,6 +3,7 @@
 accelerate launch recipes/pretrain.py --config recipes/gpt2-tiny/pretrain.yaml [--key value ...]
 """
 
+import dataclasses
 import time
 
 from transformers import AutoConfig, Trainer, default_data_collator, set_seed
@@ -95,7 +96,8 @@ def main(argv: list[str]) -> None:
         overwrite=training_args.overwrite_output_dir,
     ):
         return
-    output_dir = training.prepare_output_dir(training_args, data_args, model_args)
+    with training_args.main_process_first(desc="output folder"):  # one process deletes old checkpoints
+        output_dir = training.prepare_output_dir(training_args, data_args, model_args)
     resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
 
     # Everything a user can get wrong is checked before the model exists.
@@ -161,28 +163,32 @@ def main(argv: list[str]) -> None:
         total_tokens * size.flops_per_token / 1e15,
     )
 
-    tokenizer.save_pretrained(output_dir)  # before training: a resumed run must reuse exactly this tokenizer
-    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="pretrain")
+    if training_args.should_save:  # one writer per folder when several processes train
+        tokenizer.save_pretrained(output_dir)  # before training: a resumed run must reuse exactly this tokenizer
+        runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="pretrain")
     trainer = PretrainTrainer(
         model=model,
-        args=training_args,
+        # The initial evaluation runs inside train(), after accelerate wrapped the model: an evaluate() before train()
+        # marks the bare model as prepared, DDP never wraps it, and each process then trains alone without a word.
+        args=dataclasses.replace(training_args, eval_on_start=resume_dir is None),
         train_dataset=packed["train"],
         eval_dataset=packed["validation"],
         data_collator=default_data_collator,
         processing_class=tokenizer,
         callbacks=[training.NonFiniteLossCallback(), training.RunLengthCallback(tokens_per_step)],
     )
-    initial = {}
-    if resume_dir is None:
-        initial = {f"initial_{k.removeprefix('eval_')}": v for k, v in trainer.evaluate().items() if "loss" in k}
-        initial["initial_perplexity"] = training.perplexity_of(initial["initial_loss"])
-    else:
+    if resume_dir is not None:
         logger.info("Resuming from %s", resume_dir)
     first_step = training.checkpoint_step(resume_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
-    # Tokens per second of training alone: evaluations during training are not training throughput.
-    seconds = time.perf_counter() - started - training.seconds_spent_evaluating(trainer.state.log_history, first_step)
+    initial = {}
+    if resume_dir is None:
+        initial_loss = next(e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e["step"] == 0)
+        initial = {"initial_loss": initial_loss, "initial_perplexity": training.perplexity_of(initial_loss)}
+    # Tokens per second of training alone: evaluations (the initial one too) are not training throughput.
+    evaluations = training.seconds_spent_evaluating(trainer.state.log_history, first_step if resume_dir else -1)
+    seconds = time.perf_counter() - started - evaluations
     trainer.save_model(output_dir)
     final = trainer.evaluate()
 
