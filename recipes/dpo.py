@@ -3,11 +3,13 @@
 accelerate launch recipes/dpo.py --config recipes/gpt2-tiny/dpo.yaml [--key value ...]
 """
 
+import functools
 import math
 import os
-import random
 import time
+from collections import defaultdict
 
+import torch
 from datasets import Dataset
 from transformers import set_seed
 from trl import DPOTrainer, get_peft_config
@@ -15,7 +17,7 @@ from trl import DPOTrainer, get_peft_config
 from hf_recipes import modeling, runtime, training
 from hf_recipes.chat import render
 from hf_recipes.configs import parse_stage
-from hf_recipes.data.sources import BUILTIN_CHAT_TASK, load_preference_source
+from hf_recipes.data.sources import load_preference_splits
 from hf_recipes.evaluation import chat_task_metrics
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
@@ -31,17 +33,22 @@ class RecipeDPOTrainer(DPOTrainer):
         self.check_reference = check_reference
         self.first_loss: float | None = None
 
+    def _set_signature_columns_if_needed(self):
+        # Keep the `length` column through column pruning: train_sampling_strategy group_by_length batches pairs of
+        # similar length, so far fewer padding tokens are computed.
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [*self._signature_columns, self.args.length_column_name]
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # The very first batch of a fresh run, checked on the loss the optimizer is about to step on (not a re-run).
+        # The first batch of a fresh run (not of a resumed one), as the optimizer is about to step on it.
         if self.first_loss is None and model.training and self.state.global_step == 0:
-            self.first_loss = (result[0] if return_outputs else result).item()
+            loss = (result[0] if return_outputs else result).item()
+            self.first_loss = loss if self.plain_sigmoid() else self.sigmoid_loss(model, inputs)
             logger.info(
-                "First batch loss %.6f (ln 2 = %.6f when the reference is the starting policy)", self.first_loss, LN2
+                "First batch DPO loss %.6f (ln 2 = %.6f when the reference is the policy)", self.first_loss, LN2
             )
-            # Other loss types (and WPO weighting) are not ln 2 at zero log-ratios: only plain sigmoid is checked.
-            sigmoid = self.args.loss_type == ["sigmoid"] and not self.args.use_weighting
-            if self.check_reference and sigmoid and abs(self.first_loss - LN2) > 1e-3:
+            if self.check_reference and abs(self.first_loss - LN2) > 1e-3:
                 dropout = "" if self.args.disable_dropout else "; or dropout is on: keep disable_dropout: true"
                 raise RecipeError(
                     f"the first batch's DPO loss is {self.first_loss:.6f}, not ln 2 = {LN2:.6f}: the reference "
@@ -50,40 +57,32 @@ class RecipeDPOTrainer(DPOTrainer):
                 )
         return result
 
+    def plain_sigmoid(self) -> bool:
+        return self.loss_types == ["sigmoid"] and not self.use_weighting
 
-def load_pairs(data_args, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) pairs; a local source (no splits) holds out `validation_percent` of its rows by seed."""
-    name = data_args.dataset_name
-    load = lambda split, limit: load_preference_source(  # noqa: E731
-        name, split, data_args.dataset_config, data_args.dataset_revision, limit, data_args.validation_percent
-    )
-    if name == BUILTIN_CHAT_TASK or (
-        not os.path.exists(name) and data_args.dataset_test_split not in (None, "", "none")
-    ):
-        return (
-            load(data_args.dataset_train_split, data_args.max_train_examples),
-            load(data_args.dataset_test_split, data_args.max_eval_examples),
-        )
-    rows = load(data_args.dataset_train_split, None)
-    if len(rows) < 2:
-        raise RecipeError(f"{name}: {len(rows)} pair(s); need at least 2 to hold one out for evaluation")
-    random.Random(seed).shuffle(rows)
-    held_out = max(1, round(len(rows) * data_args.validation_percent / 100))
-    return rows[held_out:][: data_args.max_train_examples], rows[:held_out][: data_args.max_eval_examples]
+    def sigmoid_loss(self, model, inputs) -> float:
+        """The batch's plain sigmoid DPO loss through TRL's own loss code, without gradient or logged metrics.
+
+        For a mix such as loss_type [sigmoid, sft], whose total is not ln 2 at the start even when the reference is
+        right, while its DPO part is.
+        """
+        saved = (self.loss_types, self.loss_weights, self.use_weighting, self._metrics, self._total_train_tokens)
+        self.loss_types, self.loss_weights, self.use_weighting = ["sigmoid"], [1.0], False
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        try:
+            with torch.no_grad():
+                return self._compute_loss(model, inputs, return_outputs=False).item()
+        finally:
+            self.loss_types, self.loss_weights, self.use_weighting, self._metrics, self._total_train_tokens = saved
 
 
-def pairs_within(tokenizer, pairs: list[dict], max_length: int) -> tuple[list[dict], list[int]]:
+def pairs_within(tokenizer, pairs: list[dict], max_length: int) -> list[dict]:
     """The pairs whose prompt + longer answer fits `max_length` tokens (never truncated: a cut answer compares
-    nothing), and the token count of every rendered sequence kept."""
+    nothing), each with that `length` in tokens."""
     texts = [render(tokenizer, pair["prompt"] + pair[side]) for pair in pairs for side in ("chosen", "rejected")]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    kept, kept_lengths = [], []
-    for index, pair in enumerate(pairs):
-        chosen, rejected = lengths[2 * index], lengths[2 * index + 1]
-        if max(chosen, rejected) <= max_length:
-            kept.append(pair)
-            kept_lengths += [chosen, rejected]
-    return kept, kept_lengths
+    rows = [{**pair, "length": max(lengths[2 * i], lengths[2 * i + 1])} for i, pair in enumerate(pairs)]
+    return [row for row in rows if row["length"] <= max_length]
 
 
 def describe_pair(tokenizer, pair: dict) -> str:
@@ -94,27 +93,29 @@ def describe_pair(tokenizer, pair: dict) -> str:
     return f"{prompt}\n  chosen:   {answers['chosen']!r}\n  rejected: {answers['rejected']!r}"
 
 
-def plot_dpo(log_history: list[dict], path) -> None:
-    """DPO loss (train, held-out) and held-out reward accuracy against step, as a PNG."""
+def plot_dpo(log_history: list[dict], path, loss_name: str) -> None:
+    """Loss and reward accuracy (train windows, held-out) against step, as a PNG."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
-    series = {key: [(e["step"], e[key]) for e in log_history if key in e] for key in ("loss", "eval_loss")}
-    accuracy = [(e["step"], e["eval_rewards/accuracies"]) for e in log_history if "eval_rewards/accuracies" in e]
+    def series(key):
+        return [(entry["step"], entry[key]) for entry in log_history if key in entry] or [(0, math.nan)]
+
     figure, axis = plt.subplots(figsize=(7, 4))
-    for key, label in (("loss", "train loss"), ("eval_loss", "held-out loss")):
-        if series[key]:
-            axis.plot(*zip(*series[key], strict=True), marker="o" if key == "eval_loss" else None, label=label)
-    axis.axhline(LN2, color="grey", linestyle=":", label="ln 2 (policy = reference)")
-    axis.set(xlabel="optimizer step", ylabel="DPO loss (nats per pair)", title="preference tuning (DPO)")
-    axis.legend(loc="lower left")
-    if accuracy:
-        right = axis.twinx()
-        right.plot(*zip(*accuracy, strict=True), "s--", color="tab:green", label="held-out reward accuracy")
-        right.set(ylabel="reward accuracy", ylim=(0, 1.02))
-        right.legend(loc="upper right")
+    axis.plot(*zip(*series("loss"), strict=True), label=f"train loss ({loss_name})")
+    axis.plot(*zip(*series("eval_loss"), strict=True), "o", label="held-out loss")
+    axis.set(xlabel="optimizer step", ylabel="loss (nats)", title="preference tuning (DPO)")
+    right = axis.twinx()
+    right.plot(
+        *zip(*series("rewards/accuracies"), strict=True), "--", color="tab:green", label="train reward accuracy"
+    )
+    right.plot(
+        *zip(*series("eval_rewards/accuracies"), strict=True), "s", color="tab:green", label="held-out reward accuracy"
+    )
+    right.set(ylabel="reward accuracy (chosen above rejected)", ylim=(0, 1.02))
+    figure.legend(loc="lower center", ncols=2, fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
@@ -130,7 +131,17 @@ def main(argv: list[str]) -> None:
     resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
 
     # Checks that need no weights: data, tokenizer and its template, vocab, reference, LoRA targets, 4-bit.
-    train_pairs, eval_pairs = load_pairs(data_args, training_args.seed)
+    train_pairs, eval_pairs = load_preference_splits(
+        data_args.dataset_name,
+        data_args.dataset_train_split,
+        data_args.dataset_test_split,
+        data_args.dataset_config,
+        data_args.dataset_revision,
+        data_args.max_train_examples,
+        data_args.max_eval_examples,
+        data_args.validation_percent,
+        training_args.seed,
+    )
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     if not tokenizer.chat_template:  # DPO keeps the SFT model's template: a new one would be a different task
         raise RecipeError(f"{model_args.model_name_or_path} has no chat template: start DPO from an SFT folder")
@@ -143,8 +154,8 @@ def main(argv: list[str]) -> None:
     quantization = modeling.quantization_config(model_args)
 
     max_length = training_args.max_length
-    train_rows, train_lengths = pairs_within(tokenizer, train_pairs, max_length)
-    eval_rows, _ = pairs_within(tokenizer, eval_pairs, max_length)
+    train_rows = pairs_within(tokenizer, train_pairs, max_length)
+    eval_rows = pairs_within(tokenizer, eval_pairs, max_length)
     logger.info(
         "Pairs within max_length=%d tokens: train %d of %d, held-out %d of %d (longer ones left out)",
         *(max_length, len(train_rows), len(train_pairs), len(eval_rows), len(eval_pairs)),
@@ -153,28 +164,22 @@ def main(argv: list[str]) -> None:
         raise RecipeError(f"no pair fits max_length={max_length}; raise max_length or use shorter data")
     pairs_per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     logger.info(
-        "Per optimizer step: %d pairs = %d sequences of %.0f tokens on average (policy forward+backward, "
-        "reference forward)",
-        *(pairs_per_step, 2 * pairs_per_step, sum(train_lengths) / len(train_lengths)),
+        "Per optimizer step: %d pairs = %d sequences (policy forward+backward, reference forward) of up to %.0f "
+        "tokens on average",
+        *(pairs_per_step, 2 * pairs_per_step, sum(row["length"] for row in train_rows) / len(train_rows)),
     )
     logger.info("First training pair, through the model's chat template:\n%s", describe_pair(tokenizer, train_rows[0]))
 
-    load = lambda path, revision=None: modeling.load_model(  # noqa: E731
-        path, revision, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation or "sdpa"
+    load = functools.partial(
+        modeling.load_model, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation or "sdpa"
     )
-    model = modeling.load_model(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        dtype=model_args.dtype,
-        quantization_config=quantization,
-        attn_implementation=model_args.attn_implementation or "sdpa",
-    )
+    model = load(model_args.model_name_or_path, model_args.model_revision, quantization_config=quantization)
     # LoRA: TRL scores the reference with the adapter disabled (no second copy). Full model: TRL would reload the
     # reference from the model's path, so it is loaded here, explicitly, from the folder the policy came from.
-    if reference:
-        ref_model = load(reference)
+    if reference or not model_args.use_peft:
+        ref_model = load(reference) if reference else load(model_args.model_name_or_path, model_args.model_revision)
     else:
-        ref_model = None if model_args.use_peft else load(model_args.model_name_or_path, model_args.model_revision)
+        ref_model = None
     eval_conversations = [{"messages": pair["prompt"] + pair["chosen"]} for pair in eval_rows]
     batch_size = training_args.per_device_eval_batch_size
     before = {}
@@ -185,6 +190,7 @@ def main(argv: list[str]) -> None:
         logger.info("Before DPO: %s", before)
 
     runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="dpo")
+    sigterm = training.SigtermCallback()
     trainer = RecipeDPOTrainer(
         model=model,
         ref_model=ref_model,
@@ -193,12 +199,13 @@ def main(argv: list[str]) -> None:
         eval_dataset=Dataset.from_list(eval_rows),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args) if model_args.use_peft else None,
-        callbacks=[training.NonFiniteLossCallback()],
+        callbacks=[training.NonFiniteLossCallback(), sigterm],
         check_reference=training_args.check_reference,
     )
     first_step = training.checkpoint_step(resume_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    sigterm.exit_if_stopped(trainer)  # exit 143 after a checkpoint: no final model from a run cut short
     seconds = time.perf_counter() - started - training.seconds_spent_evaluating(trainer.state.log_history, first_step)
     final_eval = trainer.evaluate()
 
@@ -227,7 +234,7 @@ def main(argv: list[str]) -> None:
             "reward_margin": final_eval["eval_rewards/margins"],
             "eval_loss": final_eval["eval_loss"],
             "eval_pairs": len(eval_rows),
-            "first_step_loss": trainer.first_loss,
+            "first_batch_dpo_loss": trainer.first_loss,
             "train_loss": result.training_loss,
             "train_steps": result.global_step,
             "train_pairs": len(train_rows),
@@ -239,7 +246,7 @@ def main(argv: list[str]) -> None:
             "lora": bool(model_args.use_peft),
         },
     )
-    plot_dpo(trainer.state.log_history, output_dir / "plots" / "loss.png")
+    plot_dpo(trainer.state.log_history, output_dir / "plots" / "loss.png", " + ".join(training_args.loss_type))
     training.remove_pickled_args(output_dir)
     logger.info(
         "Held-out reward accuracy %.3f, margin %.3f; exact match %.3f (before %s), stop rate %.3f; model folder: %s",

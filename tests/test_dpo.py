@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_recipes.chat import attach_chat_template
 from hf_recipes.data import stdlib
-from hf_recipes.data.sources import load_preference_source
+from hf_recipes.data.sources import load_preference_source, load_preference_splits
 from hf_recipes.runtime import RecipeError
 from tests.conftest import REPO_ROOT
 from tests.tiny import save_tiny_model_folder
@@ -128,6 +128,16 @@ def test_bad_preference_rows_are_named_with_file_and_line(tmp_path, bad_row, mes
     assert "\n" not in str(error.value)
 
 
+def test_a_local_file_holds_out_rows_that_training_never_sees(tmp_path):
+    rows = [{"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "No."} for i in range(40)]
+    path = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    train, held_out = load_preference_splits(path, validation_percent=10.0, seed=3)
+    assert len(train) == 36 and len(held_out) == 4
+    prompts = [pair["prompt"][0]["content"] for pair in train + held_out]
+    assert sorted(prompts) == sorted(row["prompt"] for row in rows)  # each row in exactly one of the two
+    assert load_preference_splits(path, validation_percent=10.0, seed=3) == (train, held_out)
+
+
 def test_bad_rows_of_a_parquet_file_are_named_by_row(tmp_path):
     from datasets import Dataset
 
@@ -156,6 +166,20 @@ def sft_folder(tmp_path_factory):
     return sft_like_folder(tmp_path_factory.mktemp("sft"))
 
 
+@pytest.fixture
+def trainers(monkeypatch):
+    """The recipe's trainers, kept for inspection after the run."""
+    made = []
+
+    class Recorded(dpo.RecipeDPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(dpo, "RecipeDPOTrainer", Recorded)
+    return made
+
+
 def run(model, output_dir, *extra):
     dpo.main(
         [
@@ -171,11 +195,13 @@ def run(model, output_dir, *extra):
     )
 
 
-def test_lora_dpo_starts_at_ln2_changes_only_the_projections_and_leaves_a_plain_model(sft_folder, tmp_path):
+def test_lora_dpo_starts_at_ln2_changes_only_the_projections_and_leaves_a_plain_model(sft_folder, tmp_path, trainers):
     output = tmp_path / "dpo"
-    run(sft_folder, output, "--learning_rate", "0.05")
+    run(sft_folder, output, "--learning_rate", "0.05")  # the recipe's loss: sigmoid DPO + SFT term
+    # No second model in memory: TRL scores the reference with the adapter disabled.
+    assert trainers[0].ref_model is None and hasattr(trainers[0].model, "disable_adapter")
     metrics = json.loads((output / "metrics.json").read_text())
-    assert metrics["first_step_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["first_batch_dpo_loss"] == pytest.approx(math.log(2), abs=1e-6)
     for key in ("reward_accuracy", "reward_margin", "exact_match", "stop_rate", "exact_match_before", "eval_examples"):
         assert key in metrics, key
     assert 0 <= metrics["reward_accuracy"] <= 1 and metrics["eval_pairs"] > 0
@@ -196,17 +222,25 @@ def test_lora_dpo_starts_at_ln2_changes_only_the_projections_and_leaves_a_plain_
     assert generated.shape[1] > ids["input_ids"].shape[1]
 
 
-def test_full_model_dpo_with_its_own_reference_starts_at_ln2(sft_folder, tmp_path):
-    run(sft_folder, tmp_path / "full", "--use_peft", "false", "--learning_rate", "1e-3")
+def test_full_model_dpo_with_its_own_reference_starts_at_ln2(sft_folder, tmp_path, trainers):
+    run(sft_folder, tmp_path / "full", "--use_peft", "false", "--learning_rate", "1e-3", "--loss_type", "sigmoid")
+    # An explicit reference, loaded from the SFT folder; it stays as it was while the policy trains.
+    reference, policy = trainers[0].ref_model, trainers[0].model
+    assert reference is not None and reference is not policy
+    sft_weights = load_file(sft_folder / "model.safetensors")
+    assert torch.equal(reference.transformer.h[0].mlp.c_fc.weight, sft_weights["transformer.h.0.mlp.c_fc.weight"])
+    assert not torch.equal(policy.transformer.h[0].mlp.c_fc.weight, sft_weights["transformer.h.0.mlp.c_fc.weight"])
     metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
-    assert metrics["first_step_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["first_batch_dpo_loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert not (tmp_path / "full" / "adapter").exists()
 
 
-def test_a_reference_that_is_not_the_starting_policy_stops_at_the_first_batch(sft_folder, tmp_path):
+@pytest.mark.parametrize("loss_type", [["sigmoid"], ["sigmoid", "sft"]])
+def test_a_reference_that_is_not_the_starting_policy_stops_at_the_first_batch(sft_folder, tmp_path, loss_type):
     other = sft_like_folder(tmp_path / "other", seed=1)  # same tokenizer, different weights
+    wrong = ["--use_peft", "false", "--ref_model_name_or_path", str(other), "--loss_type", *loss_type]
     with pytest.raises(RecipeError, match=r"first batch's DPO loss is [0-9.]+, not ln 2 = 0.693147"):
-        run(sft_folder, tmp_path / "wrong", "--use_peft", "false", "--ref_model_name_or_path", str(other))
+        run(sft_folder, tmp_path / "wrong", *wrong)
     assert not (tmp_path / "wrong" / "model.safetensors").exists()
 
 

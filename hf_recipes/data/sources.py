@@ -225,3 +225,34 @@ def load_preference_source(
     if limit is not None:
         rows = (row for _, row in zip(range(limit), rows, strict=False))
     return formats.preference_pairs_from_rows(rows, source=source)
+
+
+def load_preference_splits(
+    dataset_name: str,
+    train_split: str = "train",
+    test_split: str | None = "validation",
+    dataset_config: str | None = None,
+    dataset_revision: str | None = None,
+    max_train: int | None = None,
+    max_eval: int | None = None,
+    validation_percent: float = stdlib.VALIDATION_PERCENT,
+    seed: int = 0,
+) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) preference pairs: the built-in task's module split, a Hub dataset's `test_split`, or, for a
+    local source (which has no splits), `validation_percent` of its rows held out after a seeded shuffle."""
+    import random
+
+    def load(split: str, limit: int | None) -> list[dict]:
+        return load_preference_source(dataset_name, split, dataset_config, dataset_revision, limit, validation_percent)
+
+    no_split = test_split in (None, "", "none")
+    if dataset_name == BUILTIN_CHAT_TASK:  # held out by module, never by row
+        return load(train_split, max_train), load("validation" if no_split else test_split, max_eval)
+    if not os.path.exists(dataset_name) and not no_split:
+        return load(train_split, max_train), load(test_split, max_eval)
+    rows = load(train_split, None)
+    if len(rows) < 2:
+        raise RecipeError(f"{dataset_name}: {len(rows)} pair(s); need at least 2 to hold one out for evaluation")
+    random.Random(seed).shuffle(rows)
+    held_out = max(1, round(len(rows) * validation_percent / 100))
+    return rows[held_out:][:max_train], rows[:held_out][:max_eval]
