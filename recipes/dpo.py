@@ -17,7 +17,7 @@ from trl import DPOTrainer, get_peft_config
 from hf_recipes import modeling, runtime, training
 from hf_recipes.chat import render
 from hf_recipes.configs import parse_stage
-from hf_recipes.data.sources import load_preference_splits
+from hf_recipes.data.sources import load_preference_splits, split_arguments
 from hf_recipes.evaluation import chat_task_metrics
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
@@ -133,19 +133,15 @@ def main(argv: list[str]) -> None:
     # Checks that need no weights: data, tokenizer and its template, vocab, reference, LoRA targets, 4-bit.
     train_pairs, eval_pairs = load_preference_splits(
         data_args.dataset_name,
-        data_args.dataset_train_split,
-        data_args.dataset_test_split,
         data_args.dataset_config,
         data_args.dataset_revision,
-        data_args.max_train_examples,
-        data_args.max_eval_examples,
-        data_args.validation_percent,
-        training_args.seed,
+        **split_arguments(data_args, training_args.seed),
     )
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     if not tokenizer.chat_template:  # DPO keeps the SFT model's template: a new one would be a different task
         raise RecipeError(f"{model_args.model_name_or_path} has no chat template: start DPO from an SFT folder")
-    modeling.check_vocab(modeling.load_config(model_args.model_name_or_path, model_args.model_revision), tokenizer)
+    config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
+    modeling.check_vocab(config, tokenizer)
     reference = model_args.ref_model_name_or_path
     if reference:
         modeling.check_vocab(modeling.load_config(reference), tokenizer)
@@ -153,7 +149,7 @@ def main(argv: list[str]) -> None:
         model_args.lora_target_modules = modeling.resolve_lora_targets(model_args)
     quantization = modeling.quantization_config(model_args)
 
-    max_length = training_args.max_length
+    max_length = training.max_length_within_positions(training_args.max_length, config)
     train_rows = pairs_within(tokenizer, train_pairs, max_length)
     eval_rows = pairs_within(tokenizer, eval_pairs, max_length)
     logger.info(

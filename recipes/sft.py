@@ -13,7 +13,7 @@ from trl import SFTTrainer, get_peft_config
 from hf_recipes import modeling, runtime, training
 from hf_recipes.chat import attach_chat_template, render_trained_tokens, tokenize_for_training
 from hf_recipes.configs import parse_stage
-from hf_recipes.data.sources import load_chat_source
+from hf_recipes.data.sources import load_chat_splits, split_arguments
 from hf_recipes.evaluation import chat_task_metrics
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
@@ -21,34 +21,6 @@ from hf_recipes.tokenization import load_tokenizer
 
 class RecipeSFTTrainer(training.PerplexityLogMixin, SFTTrainer):
     """TRL's SFTTrainer, logging eval perplexity next to eval loss."""
-
-
-def load_conversations(data_args, seed: int):
-    """(train, held-out) conversations; a local file without a test split holds out `validation_percent`."""
-    train = load_chat_source(
-        data_args.dataset_name,
-        data_args.dataset_train_split,
-        data_args.dataset_config,
-        data_args.dataset_revision,
-        data_args.max_train_examples,
-        data_args.validation_percent,
-    )
-    if data_args.dataset_name == "stdlib-function-name" or data_args.dataset_test_split not in (None, "", "none"):
-        try:
-            held_out = load_chat_source(
-                data_args.dataset_name,
-                data_args.dataset_test_split,
-                data_args.dataset_config,
-                data_args.dataset_revision,
-                data_args.max_eval_examples,
-                data_args.validation_percent,
-            )
-            return train, held_out
-        except RecipeError:
-            if data_args.dataset_name == "stdlib-function-name":
-                raise
-    split = Dataset.from_list(train).train_test_split(test_size=data_args.validation_percent / 100, seed=seed)
-    return list(split["train"]), list(split["test"])[: data_args.max_eval_examples]
 
 
 def main(argv: list[str]) -> None:
@@ -72,18 +44,24 @@ def main(argv: list[str]) -> None:
     resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
 
     # Checks that need no weights: data, tokenizer, template, vocab, LoRA targets, 4-bit.
-    train_conversations, eval_conversations = load_conversations(data_args, training_args.seed)
+    train_conversations, eval_conversations = load_chat_splits(
+        data_args.dataset_name,
+        data_args.dataset_config,
+        data_args.dataset_revision,
+        **split_arguments(data_args, training_args.seed),
+    )
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     if data_args.chat_template or not tokenizer.chat_template:
         attach_chat_template(tokenizer, data_args.chat_template or "llama2")
-    modeling.check_vocab(modeling.load_config(model_args.model_name_or_path, model_args.model_revision), tokenizer)
+    config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
+    modeling.check_vocab(config, tokenizer)
     lora = None
     if model_args.use_peft:
         targets = modeling.resolve_lora_targets(model_args)
         lora = get_peft_config(dataclasses.replace(model_args, lora_target_modules=targets))
     quantization = modeling.quantization_config(model_args)
 
-    max_length = training_args.max_length
+    max_length = training.max_length_within_positions(training_args.max_length, config)
     assistant_only = training_args.assistant_only_loss
     train_rows, train_kept = tokenize_for_training(tokenizer, train_conversations, max_length, "train", assistant_only)
     eval_rows, eval_kept = tokenize_for_training(tokenizer, eval_conversations, max_length, "held-out", assistant_only)
@@ -124,6 +102,7 @@ def main(argv: list[str]) -> None:
         logger.info("Before SFT: %s", before)
 
     runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="sft")
+    sigterm = training.SigtermCallback()
     trainer = RecipeSFTTrainer(
         model=model,
         # Our rows already carry labels masked from the template's generation blocks; TRL's own assistant-only pass
@@ -133,11 +112,12 @@ def main(argv: list[str]) -> None:
         eval_dataset=Dataset.from_list(eval_rows),
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[training.NonFiniteLossCallback()],
+        callbacks=[training.NonFiniteLossCallback(), sigterm],
     )
     first_step = training.checkpoint_step(resume_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    sigterm.exit_if_stopped(trainer)  # exit 143 after a checkpoint: no final model from a run cut short
     seconds = time.perf_counter() - started - training.seconds_spent_evaluating(trainer.state.log_history, first_step)
     final_eval = trainer.evaluate()
 

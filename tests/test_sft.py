@@ -110,3 +110,16 @@ def test_tokenizer_larger_than_the_model_vocab_is_refused(tmp_path):
     tokenizer.save_pretrained(tmp_path / "mismatch")
     with pytest.raises(RecipeError, match="600 tokens but the model embeds only 512"):
         run(tmp_path / "mismatch", tmp_path / "out")
+
+
+def test_a_local_file_holds_out_rows_that_are_never_trained_on(tmp_path):
+    from hf_recipes.data.sources import load_chat_splits
+
+    rows = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(20)]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    train, held_out = load_chat_splits(str(path), test_split="validation", validation_percent=10, seed=3)
+    assert (len(train), len(held_out)) == (18, 2)
+    prompts = lambda conversations: {c["messages"][0]["content"] for c in conversations}  # noqa: E731
+    assert prompts(train).isdisjoint(prompts(held_out))
+    assert load_chat_splits(str(path), test_split="validation", validation_percent=10, seed=3) == (train, held_out)

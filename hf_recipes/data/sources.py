@@ -227,23 +227,20 @@ def load_preference_source(
     return formats.preference_pairs_from_rows(rows, source=source)
 
 
-def load_preference_splits(
+def held_out_splits(
     dataset_name: str,
+    load,
     train_split: str = "train",
     test_split: str | None = "validation",
-    dataset_config: str | None = None,
-    dataset_revision: str | None = None,
     max_train: int | None = None,
     max_eval: int | None = None,
     validation_percent: float = stdlib.VALIDATION_PERCENT,
     seed: int = 0,
 ) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) preference pairs: the built-in task's module split, a Hub dataset's `test_split`, or, for a
-    local source (which has no splits), `validation_percent` of its rows held out after a seeded shuffle."""
+    """(train, held-out) rows through `load(split, limit)`: the built-in task's module split, a Hub dataset's
+    `test_split`, or, for a local source (which has no splits), `validation_percent` of its rows held out after a
+    seeded shuffle, so held-out rows are never trained on."""
     import random
-
-    def load(split: str, limit: int | None) -> list[dict]:
-        return load_preference_source(dataset_name, split, dataset_config, dataset_revision, limit, validation_percent)
 
     no_split = test_split in (None, "", "none")
     if dataset_name == BUILTIN_CHAT_TASK:  # held out by module, never by row
@@ -252,7 +249,39 @@ def load_preference_splits(
         return load(train_split, max_train), load(test_split, max_eval)
     rows = load(train_split, None)
     if len(rows) < 2:
-        raise RecipeError(f"{dataset_name}: {len(rows)} pair(s); need at least 2 to hold one out for evaluation")
+        raise RecipeError(f"{dataset_name}: {len(rows)} row(s); need at least 2 to hold one out for evaluation")
     random.Random(seed).shuffle(rows)
     held_out = max(1, round(len(rows) * validation_percent / 100))
     return rows[held_out:][:max_train], rows[:held_out][:max_eval]
+
+
+def split_arguments(data_args, seed: int) -> dict:
+    """The `held_out_splits` arguments of a recipe's data fields (ChatDataArguments and its DPO twin)."""
+    return {
+        "train_split": data_args.dataset_train_split,
+        "test_split": data_args.dataset_test_split,
+        "max_train": data_args.max_train_examples,
+        "max_eval": data_args.max_eval_examples,
+        "validation_percent": data_args.validation_percent,
+        "seed": seed,
+    }
+
+
+def load_chat_splits(dataset_name: str, dataset_config=None, dataset_revision=None, **split_args):
+    """(train, held-out) conversations; see `held_out_splits` for how rows are held out."""
+
+    def load(split: str, limit: int | None) -> list[dict]:
+        percent = split_args.get("validation_percent", stdlib.VALIDATION_PERCENT)
+        return load_chat_source(dataset_name, split, dataset_config, dataset_revision, limit, percent)
+
+    return held_out_splits(dataset_name, load, **split_args)
+
+
+def load_preference_splits(dataset_name: str, dataset_config=None, dataset_revision=None, **split_args):
+    """(train, held-out) preference pairs; see `held_out_splits` for how rows are held out."""
+
+    def load(split: str, limit: int | None) -> list[dict]:
+        percent = split_args.get("validation_percent", stdlib.VALIDATION_PERCENT)
+        return load_preference_source(dataset_name, split, dataset_config, dataset_revision, limit, percent)
+
+    return held_out_splits(dataset_name, load, **split_args)
