@@ -186,6 +186,17 @@ def resolve_lora_targets(model_args) -> list[str]:
     return targets
 
 
+def lora_config(model_args):
+    """The LoRA config of a recipe (`use_peft`), its targets checked against the model first; None without LoRA."""
+    if not model_args.use_peft:
+        return None
+    import dataclasses
+
+    from trl import get_peft_config
+
+    return get_peft_config(dataclasses.replace(model_args, lora_target_modules=resolve_lora_targets(model_args)))
+
+
 def quantization_config(model_args):
     """The BitsAndBytesConfig for QLoRA (`load_in_4bit`), after checking it can work; None when not asked."""
     if not (model_args.load_in_4bit or model_args.load_in_8bit):

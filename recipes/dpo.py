@@ -12,7 +12,7 @@ from collections import defaultdict
 import torch
 from datasets import Dataset
 from transformers import set_seed
-from trl import DPOTrainer, get_peft_config
+from trl import DPOTrainer
 
 from hf_recipes import modeling, runtime, training
 from hf_recipes.chat import render
@@ -125,6 +125,16 @@ def main(argv: list[str]) -> None:
     runtime.setup_logging(training_args.process_index == 0)
     set_seed(training_args.seed)
     hub_token = training.drop_secrets(training_args)
+    inputs = training.input_fingerprints(model_args.model_name_or_path, model_args.ref_model_name_or_path)
+    if training.skip_if_finished(
+        training_args.output_dir,
+        training_args,
+        data_args,
+        model_args,
+        inputs=inputs,
+        overwrite=training_args.overwrite_output_dir,
+    ):
+        return
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is required: the SFT folder (e.g. outputs/gpt2-tiny/sft)")
     output_dir = training.prepare_output_dir(training_args, data_args, model_args)
@@ -145,8 +155,7 @@ def main(argv: list[str]) -> None:
     reference = model_args.ref_model_name_or_path
     if reference:
         modeling.check_vocab(modeling.load_config(reference), tokenizer)
-    if model_args.use_peft:
-        model_args.lora_target_modules = modeling.resolve_lora_targets(model_args)
+    lora = modeling.lora_config(model_args)
     quantization = modeling.quantization_config(model_args)
 
     max_length = training.max_length_within_positions(training_args.max_length, config)
@@ -194,7 +203,7 @@ def main(argv: list[str]) -> None:
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows),
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args) if model_args.use_peft else None,
+        peft_config=lora,
         callbacks=[training.NonFiniteLossCallback(), sigterm],
         check_reference=training_args.check_reference,
     )
@@ -244,6 +253,9 @@ def main(argv: list[str]) -> None:
     )
     plot_dpo(trainer.state.log_history, output_dir / "plots" / "loss.png", " + ".join(training_args.loss_type))
     training.remove_pickled_args(output_dir)
+    runtime.write_run_config(
+        output_dir, data_args, model_args, training_args, stage="dpo", complete=True, inputs=inputs
+    )
     logger.info(
         "Held-out reward accuracy %.3f, margin %.3f; exact match %.3f (before %s), stop rate %.3f; model folder: %s",
         *(final_eval["eval_rewards/accuracies"], final_eval["eval_rewards/margins"], after["exact_match"]),

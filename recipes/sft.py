@@ -8,7 +8,7 @@ import time
 
 from datasets import Dataset
 from transformers import set_seed
-from trl import SFTTrainer, get_peft_config
+from trl import SFTTrainer
 
 from hf_recipes import modeling, runtime, training
 from hf_recipes.chat import attach_chat_template, render_trained_tokens, tokenize_for_training
@@ -55,10 +55,7 @@ def main(argv: list[str]) -> None:
         attach_chat_template(tokenizer, data_args.chat_template or "llama2")
     config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
     modeling.check_vocab(config, tokenizer)
-    lora = None
-    if model_args.use_peft:
-        targets = modeling.resolve_lora_targets(model_args)
-        lora = get_peft_config(dataclasses.replace(model_args, lora_target_modules=targets))
+    lora = modeling.lora_config(model_args)
     quantization = modeling.quantization_config(model_args)
 
     max_length = training.max_length_within_positions(training_args.max_length, config)

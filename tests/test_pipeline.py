@@ -1,0 +1,87 @@
+"""The `make all` pipeline in miniature: every stage's real script through `accelerate launch`, then a rerun that
+reuses every finished stage."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+LAUNCH = [ACCELERATE, "launch", "--quiet", "--config_file", str(REPO_ROOT / "recipes/accelerate/cpu.yaml")]
+TINY_TRAINING = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1", "--warmup_steps", "0"]
+
+
+def stage_commands(out: Path) -> list[tuple[str, list[str]]]:
+    recipes = REPO_ROOT / "recipes"
+    conversations = ["--max_train_examples", "24", "--max_eval_examples", "6", "--eval_max_new_tokens", "4"]
+    return [
+        ("pretrain", [*LAUNCH, str(recipes / "pretrain.py"), "--config", str(recipes / "gpt2-tiny/pretrain.yaml"),
+                      "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
+                      "--block_size", "64", "--per_device_train_batch_size", "4", "--max_documents", "12",
+                      "--max_eval_samples", "16", "--max_steps", "4", "--eval_steps", "2", "--save_steps", "2",
+                      *TINY_TRAINING, "--output_dir", str(out / "pretrain")]),
+        ("sft", [*LAUNCH, str(recipes / "sft.py"), "--config", str(recipes / "gpt2-tiny/sft.yaml"), *conversations,
+                 "--max_length", "200", "--per_device_train_batch_size", "4", "--max_steps", "3", "--eval_steps", "3",
+                 "--save_steps", "3", *TINY_TRAINING,
+                 "--model_name_or_path", str(out / "pretrain"), "--output_dir", str(out / "sft")]),
+        ("dpo", [*LAUNCH, str(recipes / "dpo.py"), "--config", str(recipes / "gpt2-tiny/dpo.yaml"), *conversations,
+                 "--max_length", "200", "--per_device_train_batch_size", "4", "--max_steps", "2", "--eval_steps", "2",
+                 "--save_steps", "2", *TINY_TRAINING,
+                 "--model_name_or_path", str(out / "sft"), "--output_dir", str(out / "dpo")]),
+        ("quantize", [*LAUNCH, str(recipes / "quantize.py"), "--config", str(recipes / "gpt2-tiny/quantize.yaml"),
+                      "--block_size", "64", "--eval_blocks", "8", "--eval_examples", "6", "--max_new_tokens", "4",
+                      "--model_name_or_path", str(out / "dpo"), "--output_dir", str(out / "quantized-nf4")]),
+        ("eval", [*LAUNCH, str(recipes / "evaluate.py"), "--config", str(recipes / "gpt2-tiny/evaluate.yaml"),
+                  "--outputs_dir", str(out), "--max_eval_examples", "6", "--max_length", "200", "--block_size", "64",
+                  "--eval_blocks", "8", "--max_new_tokens", "4"]),
+    ]  # fmt: skip
+
+
+def run_stage(name: str, command: list[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    logs = {name: run_stage(name, command) for name, command in stage_commands(out)}
+    return out, logs
+
+
+def test_every_stage_leaves_a_complete_folder(pipeline):
+    out, _ = pipeline
+    for stage in ("pretrain", "sft", "dpo", "quantized-nf4"):
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "metrics.json"):
+            assert (out / stage / name).is_file(), f"{stage}/{name}"
+    assert (out / "dpo" / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "quantized-nf4" / "metrics.json").read_text())["verified"] is True
+    assert not list(out.glob("**/training_args.bin"))
+
+
+def test_eval_prints_and_writes_the_report_of_every_stage(pipeline):
+    out, logs = pipeline
+    stages = [row["stage"] for row in json.loads((out / "report.json").read_text())["stages"]]
+    assert stages == ["pretrain", "sft", "dpo", "quantized-nf4"]
+    for stage in stages:
+        assert f"| {stage} |" in logs["eval"]
+        assert f"| {stage} |" in (out / "report.md").read_text()
+    assert "Chat with the final model: make chat MODEL=" in logs["eval"]
+    assert (out / "plots" / "exact_match.png").is_file() and (out / "plots" / "loss_curves.png").is_file()
+
+
+def test_second_run_reuses_every_finished_stage(pipeline):
+    out, _ = pipeline
+    weights = {stage: (out / stage / "model.safetensors").stat().st_mtime_ns for stage in ("pretrain", "sft", "dpo")}
+    for name, command in stage_commands(out):
+        log = run_stage(name, command)
+        if name == "eval":
+            assert log.count("unchanged since the last report") == 4
+        else:
+            assert "already holds this finished run" in log, name
+    assert weights == {stage: (out / stage / "model.safetensors").stat().st_mtime_ns for stage in weights}
