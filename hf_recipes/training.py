@@ -111,6 +111,18 @@ def last_complete_checkpoint(output_dir: Path | str) -> Path | None:
     return None
 
 
+def max_length_within_positions(max_length: int, config) -> int:
+    """`max_length` capped at the model's context: a longer example would index past its position embeddings."""
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if not positions or max_length <= positions:
+        return max_length
+    logger.warning(
+        "max_length %d is more than the model's %d positions: examples longer than %d tokens are left out",
+        *(max_length, positions, positions),
+    )
+    return positions
+
+
 # Fields that may change between a run and its resumption without making it another run.
 RESUME_NEUTRAL_FIELDS = frozenset(
     {

@@ -166,6 +166,7 @@ def main(argv: list[str]) -> None:
     if training_args.should_save:  # one writer per folder when several processes train
         tokenizer.save_pretrained(output_dir)  # before training: a resumed run must reuse exactly this tokenizer
         runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="pretrain")
+    sigterm = training.SigtermCallback()
     trainer = PretrainTrainer(
         model=model,
         # The initial evaluation runs inside train(), after accelerate wrapped the model: an evaluate() before train()
@@ -175,13 +176,14 @@ def main(argv: list[str]) -> None:
         eval_dataset=packed["validation"],
         data_collator=default_data_collator,
         processing_class=tokenizer,
-        callbacks=[training.NonFiniteLossCallback(), training.RunLengthCallback(tokens_per_step)],
+        callbacks=[training.NonFiniteLossCallback(), training.RunLengthCallback(tokens_per_step), sigterm],
     )
     if resume_dir is not None:
         logger.info("Resuming from %s", resume_dir)
     first_step = training.checkpoint_step(resume_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
+    sigterm.exit_if_stopped(trainer)  # exit 143 after a checkpoint: no final model from a run cut short
     initial = {}
     if resume_dir is None:
         initial_loss = next(e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e["step"] == 0)

@@ -1,0 +1,58 @@
+"""Test-only launcher: run a recipe's `main` in this process with a fault injected, so it dies as a real run would.
+
+    python tests/fault_launcher.py recipes/pretrain.py [recipe args ...]
+
+Faults come from environment variables, so the recipe's own arguments pass through untouched:
+
+    FAULT_STEP_DELAY=<seconds>  sleep after every optimizer step, so a test can land a signal between checkpoints
+    FAULT_KILL_IN_SAVE=<step>   SIGKILL this process while checkpoint-<step> is being written: after its weights,
+                                optimizer and scheduler, before its RNG state and trainer_state.json
+
+The recipes themselves carry no test hooks: everything is patched here, on the library classes.
+"""
+
+import importlib.util
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def load_recipe(path: Path):
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def inject_faults() -> None:
+    from transformers import Trainer
+    from transformers.trainer_callback import CallbackHandler
+
+    delay = float(os.environ.get("FAULT_STEP_DELAY", "0"))
+    if delay:
+        on_step_end = CallbackHandler.on_step_end
+
+        def slow_step_end(self, *args, **kwargs):
+            time.sleep(delay)
+            return on_step_end(self, *args, **kwargs)
+
+        CallbackHandler.on_step_end = slow_step_end
+
+    kill_step = os.environ.get("FAULT_KILL_IN_SAVE")
+    if kill_step:
+        save_rng_state = Trainer._save_rng_state
+
+        def killed_while_saving(self, output_dir):
+            if Path(output_dir).name == f"checkpoint-{kill_step}":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return save_rng_state(self, output_dir)
+
+        Trainer._save_rng_state = killed_while_saving
+
+
+if __name__ == "__main__":
+    recipe = load_recipe(Path(sys.argv[1]))
+    inject_faults()
+    recipe.runtime.run_recipe(recipe.main, sys.argv[2:])
