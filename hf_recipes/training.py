@@ -248,6 +248,23 @@ class PerplexityLogMixin:
         super().log(logs, *args, **kwargs)
 
 
+class TiedWeightsLoadMixin:
+    """No "missing keys: lm_head.weight" warning when the best checkpoint is loaded back at the end of training.
+
+    Checkpoints leave out the output embedding tied to the input one; the in-place load updates both, so its absence
+    is expected (GPT-2 does not list it in `_keys_to_ignore_on_save`, which is what the Trainer checks).
+    """
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        tied = set()
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            tied = {name for name, _ in self.model.named_parameters(remove_duplicate=False)} - {
+                name for name, _ in self.model.named_parameters()
+            }
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+
 def perplexity_of(loss: float) -> float:
     """exp(loss), capped so a diverged run reports a huge number instead of overflowing."""
     return math.exp(min(loss, 50.0))

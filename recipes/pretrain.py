@@ -18,7 +18,7 @@ from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer, train_bpe_tokenizer
 
 
-class PretrainTrainer(training.PerplexityLogMixin, Trainer):
+class PretrainTrainer(training.PerplexityLogMixin, training.TiedWeightsLoadMixin, Trainer):
     """The stock Trainer, logging eval perplexity next to eval loss."""
 
 
