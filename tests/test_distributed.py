@@ -96,8 +96,15 @@ def subprocess_env() -> dict[str, str]:
 
 def pretrain_args(output_dir: Path, per_device_batch: int) -> list[str]:
     # fp32: the 1e-4 match is of the arithmetic; bf16 rounds a batch split over two processes differently.
-    return [*TINY_RUN, "--bf16", "false", "--per_device_train_batch_size", str(per_device_batch),
-            "--output_dir", str(output_dir)]
+    return [
+        *TINY_RUN,
+        "--bf16",
+        "false",
+        "--per_device_train_batch_size",
+        str(per_device_batch),
+        "--output_dir",
+        str(output_dir),
+    ]
 
 
 def run_checked(command: list[str], env: dict[str, str]) -> str:
