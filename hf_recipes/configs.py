@@ -133,6 +133,13 @@ class ChatDataArguments(ScriptArguments):
         default=5.0, metadata={"help": "Percent held out: stdlib modules, or rows of a local file without a split."}
     )
     max_train_examples: int | None = field(default=None, metadata={"help": "Train on at most this many examples."})
+    renamed_function_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Built-in task only: this share of the training functions get a made-up name (in the code and "
+            "the answer), so the name must be copied from the code, not recalled from pretraining."
+        },
+    )
     max_eval_examples: int | None = field(
         default=600, metadata={"help": "Held-out conversations for eval loss, exact match and stop rate."}
     )

@@ -48,6 +48,7 @@ def main(argv: list[str]) -> None:
         data_args.dataset_name,
         data_args.dataset_config,
         data_args.dataset_revision,
+        data_args.renamed_function_share,
         **split_arguments(data_args, training_args.seed),
     )
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)

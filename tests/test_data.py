@@ -1,12 +1,14 @@
 """The built-in corpus split, packing, local sources and their errors, and tokenizer special tokens."""
 
 import json
+import random
+import re
 
 import pytest
 
 from hf_recipes.data import stdlib
 from hf_recipes.data.packing import pack_dataset, pack_ids
-from hf_recipes.data.sources import load_text_source
+from hf_recipes.data.sources import BUILTIN_CHAT_TASK, load_chat_source, load_chat_splits, load_text_source
 from hf_recipes.runtime import RecipeError
 from hf_recipes.tokenization import check_special_tokens, ensure_special_tokens
 from tests.tiny import tiny_tokenizer
@@ -43,6 +45,43 @@ def test_function_name_task_keeps_the_module_split():
     # module by module, so at least nearly all validation prompts are unseen in training.
     unseen = sum(c["messages"][1]["content"] not in train_names for c in validation)
     assert unseen / len(validation) > 0.9
+
+
+def test_renamed_function_replaces_every_whole_word_use_and_keeps_private_underscores():
+    code = "def _parse(text):\n    return _parse_more(text) or _parse(text[1:])"
+    name, renamed = stdlib.renamed_function("_parse", code, ("alpha", "beta", "gamma"), random.Random(0))
+    assert name.startswith("_") and name != "_parse" and set(name.lstrip("_").split("_")) <= {"alpha", "beta", "gamma"}
+    assert renamed == code.replace("_parse(", f"{name}(")  # _parse_more is another name and stays
+    pieces = ("alpha",)
+    assert stdlib.renamed_function("__init__", "def __init__(self): pass", pieces, random.Random(0))[0] == "__init__"
+    taken = "def f1(alpha):\n    return alpha"
+    assert stdlib.renamed_function("f1x", taken.replace("f1", "f1x"), pieces, random.Random(0))[0] == "f1x"
+
+
+def test_renamed_share_renames_training_functions_only_and_consistently():
+    real = stdlib.function_name_conversations("train", limit=600)
+    mixed = stdlib.function_name_conversations("train", limit=600, renamed_share=0.5)
+    assert stdlib.function_name_conversations("train", limit=600, renamed_share=0.5) == mixed  # stable choice
+    renamed = [m for r, m in zip(real, mixed) if r != m]
+    assert 0.25 < len(renamed) / len(real) < 0.5  # dunders and short names keep theirs
+    for conversation in renamed:
+        code, name = conversation["messages"][1]["content"], conversation["messages"][2]["content"]
+        assert re.search(rf"\bdef {re.escape(name)} ?\(", code)  # _pydecimal writes `def scaleb (self`
+    train, held_out = load_chat_splits(
+        BUILTIN_CHAT_TASK,
+        renamed_share=1.0,
+        max_train=50,
+        max_eval=50,
+    )
+    assert held_out == stdlib.function_name_conversations("validation", limit=50)
+    assert train != stdlib.function_name_conversations("train", limit=50)
+
+
+def test_renamed_share_is_refused_for_other_data(tmp_path):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n")
+    with pytest.raises(RecipeError, match="built-in task only"):
+        load_chat_source(str(path), "train", renamed_share=0.5)
 
 
 def test_pack_ids_joins_with_eos_and_keeps_only_full_blocks():

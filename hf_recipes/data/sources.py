@@ -151,16 +151,21 @@ def load_chat_source(
     dataset_revision: str | None = None,
     limit: int | None = None,
     validation_percent: float = stdlib.VALIDATION_PERCENT,
+    renamed_share: float = 0.0,
 ) -> list[dict]:
     """`[{"messages": [...]}, ...]` from the built-in task, a local file (.jsonl/.json/.parquet) or a Hub dataset.
 
     Any row shape that `formats` knows (messages, prompt/completion, alpaca, sharegpt) is converted, and every row
     is validated with its location (`file.jsonl:17`, `dataset 'x' row 17`) before any model loads.
+    `renamed_share` gives that share of the built-in task's training functions a made-up name.
     """
     from hf_recipes.data import formats
 
     if dataset_name == BUILTIN_CHAT_TASK:
-        return stdlib.function_name_conversations(split, limit=limit, validation_percent=validation_percent)
+        renamed = renamed_share if split == "train" else 0.0  # held-out names stay real
+        return stdlib.function_name_conversations(split, limit, validation_percent, renamed_share=renamed)
+    if renamed_share:
+        raise RecipeError(f"renamed_function_share applies to the built-in task only, not to {dataset_name}")
     if os.path.exists(dataset_name):
         files = local_files(Path(dataset_name))
         if files[0].suffix == ".jsonl":
@@ -267,12 +272,14 @@ def split_arguments(data_args, seed: int) -> dict:
     }
 
 
-def load_chat_splits(dataset_name: str, dataset_config=None, dataset_revision=None, **split_args):
+def load_chat_splits(
+    dataset_name: str, dataset_config=None, dataset_revision=None, renamed_share: float = 0.0, **split_args
+):
     """(train, held-out) conversations; see `held_out_splits` for how rows are held out."""
 
     def load(split: str, limit: int | None) -> list[dict]:
         percent = split_args.get("validation_percent", stdlib.VALIDATION_PERCENT)
-        return load_chat_source(dataset_name, split, dataset_config, dataset_revision, limit, percent)
+        return load_chat_source(dataset_name, split, dataset_config, dataset_revision, limit, percent, renamed_share)
 
     return held_out_splits(dataset_name, load, **split_args)
 

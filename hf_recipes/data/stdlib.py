@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import keyword
+import random
+import re
 import sysconfig
 import textwrap
 from collections.abc import Iterable, Iterator
@@ -108,16 +111,57 @@ def _module_functions(module: str, root: Path) -> tuple[tuple[str, str], ...]:
 
 
 def function_name_conversations(
-    split: str, limit: int | None = None, validation_percent: float = VALIDATION_PERCENT, root: Path = STDLIB_ROOT
+    split: str,
+    limit: int | None = None,
+    validation_percent: float = VALIDATION_PERCENT,
+    root: Path = STDLIB_ROOT,
+    renamed_share: float = 0.0,
 ) -> list[dict[str, list[dict[str, str]]]]:
-    """Every function of the split's modules as a conversation, in a stable order (first `limit` if given)."""
+    """Every function of the split's modules as a conversation, in a stable order (first `limit` if given).
+
+    `renamed_share` of the functions (a stable choice) get a made-up name, in the code and the answer: see
+    `renamed_function`.
+    """
+    modules = split_modules(split, validation_percent, root)
+    pieces = name_pieces(tuple(modules), root) if renamed_share > 0 else ()
     conversations = []
-    for module in split_modules(split, validation_percent, root):
-        for name, code in _module_functions(module, root):
+    for module in modules:
+        for index, (name, code) in enumerate(_module_functions(module, root)):
+            rng = random.Random(f"{module}:{index}")
+            if rng.random() < renamed_share:
+                name, code = renamed_function(name, code, pieces, rng)
             conversations.append(function_name_conversation(code, name))
             if limit is not None and len(conversations) >= limit:
                 return conversations
     return conversations
+
+
+# Why rename: pretraining has read every training module, so a real training function's name can be recalled
+# from memory; held-out functions come from unseen modules and their names must be copied from the code. Made-up
+# names can only be copied, so they put SFT's gradient on the skill the held-out set measures.
+
+
+@cache
+def name_pieces(modules: tuple[str, ...], root: Path) -> tuple[str, ...]:
+    """The lower-case words that the modules' function names are made of (`get_default_args` -> get, default,
+    args): the vocabulary of made-up names."""
+    words = set()
+    for module in modules:
+        for name, _ in _module_functions(module, root):
+            words.update(word.lower() for word in re.findall(r"[a-z]+|[A-Z][a-z]+", name) if len(word) > 1)
+    return tuple(sorted(words - set(keyword.kwlist)))
+
+
+def renamed_function(name: str, code: str, pieces: tuple[str, ...], rng: random.Random) -> tuple[str, str]:
+    """(new name, code with every whole-word use of `name` replaced): one to three random `pieces` joined by '_',
+    keeping a private name's leading underscores. Dunder methods and names too short to be unique keep theirs."""
+    if not pieces or (name.startswith("__") and name.endswith("__")) or len(name) < 3:
+        return name, code
+    underscores = name[: len(name) - len(name.lstrip("_"))]
+    new_name = underscores + "_".join(rng.sample(pieces, min(len(pieces), rng.randint(1, 3))))
+    if new_name == name or re.search(rf"\b{re.escape(new_name)}\b", code):
+        return name, code  # the new name must not already mean something in this code
+    return new_name, re.sub(rf"\b{re.escape(name)}\b", new_name, code)
 
 
 # ----------------------------------------------------------------------------------------------------------------
