@@ -62,7 +62,7 @@ def test_renamed_share_renames_training_functions_only_and_consistently():
     real = stdlib.function_name_conversations("train", limit=600)
     mixed = stdlib.function_name_conversations("train", limit=600, renamed_share=0.5)
     assert stdlib.function_name_conversations("train", limit=600, renamed_share=0.5) == mixed  # stable choice
-    renamed = [m for r, m in zip(real, mixed) if r != m]
+    renamed = [m for r, m in zip(real, mixed, strict=True) if r != m]
     assert 0.25 < len(renamed) / len(real) < 0.5  # dunders and short names keep theirs
     for conversation in renamed:
         code, name = conversation["messages"][1]["content"], conversation["messages"][2]["content"]
