@@ -1,0 +1,227 @@
+"""Tokens per second of our pretraining path against a bare PyTorch loop: same model, AdamW, batches and threads.
+
+Ours is what recipes/pretrain.py builds: the recipe's TrainingArguments, PretrainTrainer with its callbacks and
+default_data_collator over packed blocks. The reference is a plain loop over the same blocks already on the device
+(autocast, clipping and AdamW as the recipe sets them). Both sides alternate, each repeat leaves its warm-up steps
+out, and the median of each side is reported.
+
+python benchmarks/bench_pretrain.py                                      # CPU, gpt2-tiny recipe
+python benchmarks/bench_pretrain.py --recipe recipes/gpt2/pretrain.yaml  # GPU, GPT-2 124M recipe (+ MFU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import tempfile
+
+from common import REPO_ROOT, Stopwatch, interleaved, median, paired_ratios, report, stdlib_texts
+
+GOAL_CPU = 0.95
+GOAL_GPU = 0.85
+H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM (the PaLM MFU convention)
+
+
+def prepare(recipe: str, max_documents: int, vocab_size: int | None, overrides: list[str]):
+    """The recipe's arguments, a fresh model, and its training split packed into blocks, as the recipe makes them."""
+    from datasets import Dataset
+
+    from hf_recipes.configs import parse_stage
+    from hf_recipes.data.packing import pack_dataset
+    from hf_recipes.modeling import build_model, gpt2_config, model_size
+    from hf_recipes.tokenization import train_bpe_tokenizer
+
+    output_dir = tempfile.mkdtemp(prefix="bench_pretrain_")
+    _, model_args, training_args = parse_stage(
+        "pretrain",
+        ["--config", recipe, "--output_dir", output_dir, "--report_to", "none", "--disable_tqdm", "true",
+         "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", *overrides],
+    )  # fmt: skip
+    texts = stdlib_texts("train", max_documents)
+    # The Hub may be out of reach (GPU machine): a BPE of GPT-2's size trained here gives GPT-2's shapes.
+    tokenizer = train_bpe_tokenizer(texts, vocab_size or model_args.tokenizer_vocab_size, show_progress=False)
+    config = gpt2_config(
+        model_args.preset,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dropout=model_args.dropout,
+        n_layer=model_args.n_layer,
+        n_head=model_args.n_head,
+        n_embd=model_args.n_embd,
+        n_positions=model_args.n_positions,
+    )
+    import torch
+
+    torch.manual_seed(training_args.seed)
+    model = build_model(config)
+    blocks = pack_dataset(Dataset.from_dict({"text": texts}), tokenizer, training_args.block_size)
+    return training_args, tokenizer, model, blocks, model_size(model, training_args.block_size)
+
+
+def enough_blocks(blocks, needed: int):
+    """Repeat the packed blocks until one run never crosses an epoch boundary (the real corpus is far larger)."""
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([blocks] * math.ceil(needed / len(blocks))) if len(blocks) < needed else blocks
+
+
+def trainer_side(training_args, tokenizer, base_model, blocks, warmup: int, measure: int, tokens_per_step: int):
+    """One fresh PretrainTrainer run (as recipes/pretrain.py builds it); tokens/s over the steps after warm-up."""
+    import importlib.util
+
+    from transformers import TrainerCallback, default_data_collator
+
+    from hf_recipes import training
+
+    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO_ROOT / "recipes" / "pretrain.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    watch = Stopwatch(training_args.device.type)
+
+    class StepClock(TrainerCallback):
+        """Clock at the end of step `warmup` and of the last step: the logging in between is counted."""
+
+        def __init__(self):
+            self.times: dict[int, float] = {}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (warmup, warmup + measure):
+                self.times[state.global_step] = watch()
+
+    def run() -> float:
+        clock = StepClock()
+        trainer = recipe.PretrainTrainer(
+            model=copy.deepcopy(base_model),  # the Trainer wraps the model's forward: never reuse a wrapped one
+            args=training_args,
+            train_dataset=blocks,
+            data_collator=default_data_collator,
+            processing_class=tokenizer,
+            callbacks=[training.NonFiniteLossCallback(), training.RunLengthCallback(tokens_per_step), clock],
+        )
+        trainer.train()
+        seconds = clock.times[warmup + measure] - clock.times[warmup]
+        del trainer
+        return measure * tokens_per_step / seconds
+
+    return run
+
+
+def bare_side(training_args, base_model, blocks, warmup: int, measure: int, tokens_per_step: int):
+    """The reference: the same blocks as one tensor on the device, forward/backward/clip/AdamW, nothing else."""
+    import torch
+
+    device = training_args.device
+    model = copy.deepcopy(base_model).to(device)
+    model.train()
+    forward = torch.compile(model) if training_args.torch_compile else model
+    data = torch.tensor(blocks["input_ids"], dtype=torch.long, device=device)
+    batch, accumulation = training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps
+    dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None
+    watch = Stopwatch(device.type)
+
+    def run() -> float:
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=training_args.learning_rate,
+            betas=(training_args.adam_beta1, training_args.adam_beta2),
+            eps=training_args.adam_epsilon,
+            weight_decay=training_args.weight_decay,
+            fused=training_args.optim == "adamw_torch_fused",
+        )
+        cursor = 0
+        for step in range(warmup + measure):
+            if step == warmup:
+                started = watch()
+            for _ in range(accumulation):
+                if cursor + batch > len(data):
+                    cursor = 0
+                ids = data[cursor : cursor + batch]
+                cursor += batch
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loss = forward(input_ids=ids, labels=ids).loss / accumulation
+                loss.backward()
+            if training_args.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        seconds = watch() - started
+        return measure * tokens_per_step / seconds
+
+    return run
+
+
+def run(
+    recipe: str = "recipes/gpt2-tiny/pretrain.yaml",
+    repeats: int = 3,
+    warmup: int = 3,
+    measure: int = 10,
+    max_documents: int = 400,
+    vocab_size: int | None = None,
+    overrides: list[str] | None = None,
+) -> dict:
+    import torch
+
+    training_args, tokenizer, model, blocks, size = prepare(recipe, max_documents, vocab_size, overrides or [])
+    sequences_per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    tokens_per_step = sequences_per_step * training_args.block_size
+    blocks = enough_blocks(blocks, (warmup + measure) * sequences_per_step)
+    max_steps = warmup + measure
+    training_args.max_steps = max_steps
+    sides = {
+        "ours": trainer_side(training_args, tokenizer, model, blocks, warmup, measure, tokens_per_step),
+        "bare": bare_side(training_args, model, blocks, warmup, measure, tokens_per_step),
+    }
+    results = interleaved(sides, repeats)
+    ratio = median(results["ours"]) / median(results["bare"])
+    on_gpu = training_args.device.type == "cuda"
+    result = {
+        "benchmark": "pretrain tokens/s, our Trainer path / bare PyTorch loop",
+        "ratio": ratio,
+        "goal": GOAL_GPU if on_gpu else GOAL_CPU,
+        "ours_tokens_per_second": results["ours"],
+        "bare_tokens_per_second": results["bare"],
+        "paired_ratios": paired_ratios(results, "ours", "bare"),
+        "settings": {
+            "recipe": recipe,
+            "model": size.describe(),
+            "tokens_per_step": tokens_per_step,
+            "batch x accumulation x block": f"{training_args.per_device_train_batch_size} x "
+            f"{training_args.gradient_accumulation_steps} x {training_args.block_size}",
+            "precision": "bf16" if training_args.bf16 else "fp32",
+            "torch_compile": training_args.torch_compile,
+            "optim": training_args.optim,
+            "logging_steps": training_args.logging_steps,
+            "dataloader_num_workers": training_args.dataloader_num_workers,
+            "warm-up steps left out / measured steps / repeats": f"{warmup} / {measure} / {repeats}",
+            "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+        },
+    }
+    if on_gpu:
+        result["flops_per_token"] = size.flops_per_token
+        result["mfu_ours"] = median(results["ours"]) * size.flops_per_token / H100_BF16_PEAK
+        result["mfu_bare"] = median(results["bare"]) * size.flops_per_token / H100_BF16_PEAK
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="recipes/gpt2-tiny/pretrain.yaml")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--measure", type=int, default=10)
+    parser.add_argument("--max_documents", type=int, default=400)
+    parser.add_argument("--vocab_size", type=int, default=None, help="BPE size (default: the recipe's)")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, after --: -- --key value ...")
+    args = parser.parse_args()
+    result = run(
+        args.recipe, args.repeats, args.warmup, args.measure, args.max_documents, args.vocab_size, args.overrides
+    )
+    report(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
