@@ -77,11 +77,10 @@ def test_renamed_share_renames_training_functions_only_and_consistently():
     assert train != stdlib.function_name_conversations("train", limit=50)
 
 
-def test_renamed_share_is_refused_for_other_data(tmp_path):
+def test_renamed_share_leaves_other_data_as_it_is(tmp_path):
     path = tmp_path / "chat.jsonl"
-    path.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n")
-    with pytest.raises(RecipeError, match="built-in task only"):
-        load_chat_source(str(path), "train", renamed_share=0.5)
+    path.write_text(json.dumps({"prompt": "def f(): pass", "completion": "f"}) + "\n")
+    assert load_chat_source(str(path), "train", renamed_share=0.5) == load_chat_source(str(path), "train")
 
 
 def test_pack_ids_joins_with_eos_and_keeps_only_full_blocks():

@@ -223,7 +223,8 @@ def test_lora_dpo_starts_at_ln2_changes_only_the_projections_and_leaves_a_plain_
 
 
 def test_full_model_dpo_with_its_own_reference_starts_at_ln2(sft_folder, tmp_path, trainers):
-    run(sft_folder, tmp_path / "full", "--use_peft", "false", "--learning_rate", "1e-3", "--loss_type", "sigmoid")
+    pure_dpo = ["--loss_type", "sigmoid", "--loss_weights", "1.0"]
+    run(sft_folder, tmp_path / "full", "--use_peft", "false", "--learning_rate", "1e-3", *pure_dpo)
     # An explicit reference, loaded from the SFT folder; it stays as it was while the policy trains.
     reference, policy = trainers[0].ref_model, trainers[0].model
     assert reference is not None and reference is not policy
@@ -235,10 +236,10 @@ def test_full_model_dpo_with_its_own_reference_starts_at_ln2(sft_folder, tmp_pat
     assert not (tmp_path / "full" / "adapter").exists()
 
 
-@pytest.mark.parametrize("loss_type", [["sigmoid"], ["sigmoid", "sft"]])
-def test_a_reference_that_is_not_the_starting_policy_stops_at_the_first_batch(sft_folder, tmp_path, loss_type):
+@pytest.mark.parametrize("losses", [["--loss_type", "sigmoid", "--loss_weights", "1.0"], []])  # pure DPO; the recipe's
+def test_a_reference_that_is_not_the_starting_policy_stops_at_the_first_batch(sft_folder, tmp_path, losses):
     other = sft_like_folder(tmp_path / "other", seed=1)  # same tokenizer, different weights
-    wrong = ["--use_peft", "false", "--ref_model_name_or_path", str(other), "--loss_type", *loss_type]
+    wrong = ["--use_peft", "false", "--ref_model_name_or_path", str(other), *losses]
     with pytest.raises(RecipeError, match=r"first batch's DPO loss is [0-9.]+, not ln 2 = 0.693147"):
         run(sft_folder, tmp_path / "wrong", *wrong)
     assert not (tmp_path / "wrong" / "model.safetensors").exists()

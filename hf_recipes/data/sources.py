@@ -13,7 +13,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 from hf_recipes.data import stdlib
-from hf_recipes.runtime import RecipeError
+from hf_recipes.runtime import RecipeError, logger
 
 # File extension -> `datasets` builder.
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -157,15 +157,15 @@ def load_chat_source(
 
     Any row shape that `formats` knows (messages, prompt/completion, alpaca, sharegpt) is converted, and every row
     is validated with its location (`file.jsonl:17`, `dataset 'x' row 17`) before any model loads.
-    `renamed_share` gives that share of the built-in task's training functions a made-up name.
+    `renamed_share` gives that share of the built-in task's training functions a made-up name (other data: ignored).
     """
     from hf_recipes.data import formats
 
     if dataset_name == BUILTIN_CHAT_TASK:
         renamed = renamed_share if split == "train" else 0.0  # held-out names stay real
         return stdlib.function_name_conversations(split, limit, validation_percent, renamed_share=renamed)
-    if renamed_share:
-        raise RecipeError(f"renamed_function_share applies to the built-in task only, not to {dataset_name}")
+    if renamed_share and split == "train":  # the recipes set it; `--dataset_name my.jsonl` alone must just work
+        logger.info("renamed_function_share applies to the built-in task only: %s keeps its names", dataset_name)
     if os.path.exists(dataset_name):
         files = local_files(Path(dataset_name))
         if files[0].suffix == ".jsonl":
