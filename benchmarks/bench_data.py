@@ -11,9 +11,10 @@ python benchmarks/bench_data.py
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-from common import interleaved, median, paired_ratios, report, stdlib_texts
+from common import comparison, interleaved, report, stdlib_texts
 
 GOAL = 0.80
 
@@ -45,15 +46,10 @@ def run(repeats: int = 5, block_size: int = 256, vocab_size: int = 8192, max_doc
 
     ours(), reference()  # warm-up: first calls build caches in the tokenizer and in datasets
     results = interleaved({"ours": ours, "reference": reference}, repeats)
-    import os
-
     return {
-        "benchmark": "tokenize + pack tokens/s, hf_recipes.data.packing / tokenizer batch encoding",
-        "ratio": median(results["ours"]) / median(results["reference"]),
-        "goal": GOAL,
-        "ours_tokens_per_second": results["ours"],
-        "reference_tokens_per_second": results["reference"],
-        "paired_ratios": paired_ratios(results, "ours", "reference"),
+        **comparison(
+            "tokenize + pack tokens/s, hf_recipes.data.packing / tokenizer batch encoding", GOAL, results, "reference"
+        ),
         "settings": {
             "corpus": f"stdlib train split: {len(texts)} documents, {sum(map(len, texts)) / 1e6:.1f}M characters, "
             f"{tokens:,} tokens",

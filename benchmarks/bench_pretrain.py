@@ -16,11 +16,21 @@ import copy
 import math
 import tempfile
 
-from common import REPO_ROOT, Stopwatch, interleaved, median, paired_ratios, report, stdlib_texts
+from common import REPO_ROOT, Stopwatch, comparison, interleaved, median, report, stdlib_texts
 
 GOAL_CPU = 0.95
 GOAL_GPU = 0.85
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM (the PaLM MFU convention)
+
+
+def pretrain_recipe():
+    """recipes/pretrain.py as a module: the benchmark builds the model and the Trainer exactly as the recipe does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO_ROOT / "recipes" / "pretrain.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe
 
 
 def prepare(recipe: str, max_documents: int, vocab_size: int | None, overrides: list[str]):
@@ -29,7 +39,7 @@ def prepare(recipe: str, max_documents: int, vocab_size: int | None, overrides: 
 
     from hf_recipes.configs import parse_stage
     from hf_recipes.data.packing import pack_dataset
-    from hf_recipes.modeling import build_model, gpt2_config, model_size
+    from hf_recipes.modeling import model_size
     from hf_recipes.tokenization import train_bpe_tokenizer
 
     output_dir = tempfile.mkdtemp(prefix="bench_pretrain_")
@@ -41,22 +51,10 @@ def prepare(recipe: str, max_documents: int, vocab_size: int | None, overrides: 
     texts = stdlib_texts("train", max_documents)
     # The Hub may be out of reach (GPU machine): a BPE of GPT-2's size trained here gives GPT-2's shapes.
     tokenizer = train_bpe_tokenizer(texts, vocab_size or model_args.tokenizer_vocab_size, show_progress=False)
-    config = gpt2_config(
-        model_args.preset,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        dropout=model_args.dropout,
-        n_layer=model_args.n_layer,
-        n_head=model_args.n_head,
-        n_embd=model_args.n_embd,
-        n_positions=model_args.n_positions,
-    )
     import torch
 
     torch.manual_seed(training_args.seed)
-    model = build_model(config)
+    model = pretrain_recipe().make_model(model_args, tokenizer)
     blocks = pack_dataset(Dataset.from_dict({"text": texts}), tokenizer, training_args.block_size)
     return training_args, tokenizer, model, blocks, model_size(model, training_args.block_size)
 
@@ -70,15 +68,11 @@ def enough_blocks(blocks, needed: int):
 
 def trainer_side(training_args, tokenizer, base_model, blocks, warmup: int, measure: int, tokens_per_step: int):
     """One fresh PretrainTrainer run (as recipes/pretrain.py builds it); tokens/s over the steps after warm-up."""
-    import importlib.util
-
     from transformers import TrainerCallback, default_data_collator
 
     from hf_recipes import training
 
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO_ROOT / "recipes" / "pretrain.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = pretrain_recipe()
     watch = Stopwatch(training_args.device.type)
 
     class StepClock(TrainerCallback):
@@ -175,15 +169,10 @@ def run(
         "bare": bare_side(training_args, model, blocks, warmup, measure, tokens_per_step),
     }
     results = interleaved(sides, repeats)
-    ratio = median(results["ours"]) / median(results["bare"])
     on_gpu = training_args.device.type == "cuda"
+    goal = GOAL_GPU if on_gpu else GOAL_CPU
     result = {
-        "benchmark": "pretrain tokens/s, our Trainer path / bare PyTorch loop",
-        "ratio": ratio,
-        "goal": GOAL_GPU if on_gpu else GOAL_CPU,
-        "ours_tokens_per_second": results["ours"],
-        "bare_tokens_per_second": results["bare"],
-        "paired_ratios": paired_ratios(results, "ours", "bare"),
+        **comparison("pretrain tokens/s, our Trainer path / bare PyTorch loop", goal, results, "bare"),
         "settings": {
             "recipe": recipe,
             "model": size.describe(),

@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import tempfile
 
-from common import Stopwatch, interleaved, median, paired_ratios, report, stdlib_texts
+from common import Stopwatch, comparison, interleaved, report, stdlib_texts
 
 GOAL = 1.3
 
@@ -133,12 +133,13 @@ def run(recipe: str = "recipes/gpt2-tiny/sft.yaml", examples: int = 480, repeats
         model, padded[len(padded) // 2]
     )
     return {
-        "benchmark": "SFT useful tokens/s, length-grouped batches / random batches padded to their longest",
-        "ratio": median(results["ours"]) / median(results["reference"]),
-        "goal": GOAL,
-        "ours_useful_tokens_per_second": results["ours"],
-        "reference_useful_tokens_per_second": results["reference"],
-        "paired_ratios": paired_ratios(results, "ours", "reference"),
+        **comparison(
+            "SFT useful tokens/s, length-grouped batches / random batches padded to their longest",
+            GOAL,
+            results,
+            "reference",
+            unit="useful_tokens_per_second",
+        ),
         "pad_share_ours": 1 - useful(grouped) / positions(grouped),
         "pad_share_reference": 1 - useful(padded) / positions(padded),
         "per_example_losses_equal_alone": losses_equal,

@@ -40,13 +40,20 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def ratio_of_medians(results: dict[str, list[float]], ours: str, reference: str) -> float:
-    return median(results[ours]) / median(results[reference])
-
-
-def paired_ratios(results: dict[str, list[float]], ours: str, reference: str) -> list[float]:
-    """Ratio of each repeat's pair (ours / reference, measured back to back)."""
-    return [a / b for a, b in zip(results[ours], results[reference], strict=True)]
+def comparison(
+    benchmark: str, goal: float, results: dict[str, list[float]], reference: str, unit: str = "tokens_per_second"
+) -> dict:
+    """The head every benchmark's result shares: the ratio of medians (ours / reference) against its goal, each
+    side's measurements, and each repeat's pair ratio (the two sides measured back to back)."""
+    ours, theirs = results["ours"], results[reference]
+    return {
+        "benchmark": benchmark,
+        "ratio": median(ours) / median(theirs),
+        "goal": goal,
+        f"ours_{unit}": ours,
+        f"{reference}_{unit}": theirs,
+        "paired_ratios": [a / b for a, b in zip(ours, theirs, strict=True)],
+    }
 
 
 class Stopwatch:

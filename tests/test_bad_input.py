@@ -6,7 +6,6 @@ checked to work: examples longer than the model's context (left out and counted)
 (one is added, distinct from eos).
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,16 +21,8 @@ from hf_recipes import modeling
 from hf_recipes.chat import attach_chat_template
 from hf_recipes.runtime import run_recipe
 from hf_recipes.tokenization import load_tokenizer
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_recipe
 from tests.tiny import save_tiny_model_folder, tiny_model, tiny_tokenizer
-
-
-def load_recipe(stage: str):
-    spec = importlib.util.spec_from_file_location(f"bad_input_{stage}_recipe", REPO_ROOT / f"recipes/{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 RECIPES = {stage: load_recipe(stage) for stage in ("pretrain", "sft", "dpo", "quantize")}
 TINY = REPO_ROOT / "recipes" / "gpt2-tiny"

@@ -13,8 +13,7 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DistributedType
 
-from tests.conftest import REPO_ROOT
-from tests.test_pretrain import TINY_RUN
+from tests.conftest import REPO_ROOT, TINY_PRETRAIN_RUN
 
 LAUNCH_CONFIGS = sorted((REPO_ROOT / "recipes" / "accelerate").glob("*.yaml"))
 EXPECTED = {
@@ -97,7 +96,7 @@ def subprocess_env() -> dict[str, str]:
 def pretrain_args(output_dir: Path, per_device_batch: int) -> list[str]:
     # fp32: the 1e-4 match is of the arithmetic; bf16 rounds a batch split over two processes differently.
     return [
-        *TINY_RUN,
+        *TINY_PRETRAIN_RUN,
         "--bf16",
         "false",
         "--per_device_train_batch_size",

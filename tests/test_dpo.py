@@ -1,6 +1,5 @@
 """DPO: built-in pairs keep the module split, bad preference rows are named, tiny runs through the real recipe."""
 
-import importlib.util
 import json
 import math
 
@@ -13,12 +12,10 @@ from hf_recipes.chat import attach_chat_template
 from hf_recipes.data import stdlib
 from hf_recipes.data.sources import load_preference_source, load_preference_splits
 from hf_recipes.runtime import RecipeError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_recipe
 from tests.tiny import save_tiny_model_folder
 
-spec = importlib.util.spec_from_file_location("dpo_recipe", REPO_ROOT / "recipes/dpo.py")
-dpo = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(dpo)
+dpo = load_recipe("dpo")
 
 TINY_DPO = [
     "--max_train_examples", "16", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",

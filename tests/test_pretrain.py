@@ -1,6 +1,5 @@
 """Tiny pretraining runs through the real recipe: output folder, metrics, resume, and continued pretraining."""
 
-import importlib.util
 import json
 import shutil
 
@@ -10,26 +9,14 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_recipes.runtime import RecipeError
-from tests.conftest import REPO_ROOT
+from tests.conftest import TINY_PRETRAIN_RUN, load_recipe
 from tests.tiny import save_tiny_model_folder
 
-spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO_ROOT / "recipes/pretrain.py")
-pretrain = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pretrain)
-
-TINY_RUN = [
-    "--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"),
-    "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
-    "--block_size", "64", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-    "--max_documents", "12", "--max_eval_samples", "16",
-    "--max_steps", "4", "--warmup_steps", "0", "--logging_steps", "1",
-    "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "3",
-    "--report_to", "none", "--disable_tqdm", "true",
-]  # fmt: skip
+pretrain = load_recipe("pretrain")
 
 
 def run(output_dir, *extra):
-    pretrain.main([*TINY_RUN, "--output_dir", str(output_dir), *extra])
+    pretrain.main([*TINY_PRETRAIN_RUN, "--output_dir", str(output_dir), *extra])
 
 
 def logged_losses(folder):

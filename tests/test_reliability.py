@@ -5,7 +5,6 @@ The uninterrupted reference runs and the resumed runs are in-process, on one thr
 a resumed run must reproduce the reference's per-step losses and final weights bit for bit.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -24,29 +23,13 @@ from transformers import AutoTokenizer
 from hf_recipes import training
 from hf_recipes.chat import attach_chat_template
 from hf_recipes.runtime import RecipeError, run_recipe
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TINY_PRETRAIN_RUN, load_recipe
 from tests.tiny import save_tiny_model_folder
-
-
-def load_recipe(stage: str):
-    spec = importlib.util.spec_from_file_location(f"reliability_{stage}_recipe", REPO_ROOT / f"recipes/{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 RECIPES = {stage: load_recipe(stage) for stage in ("pretrain", "sft", "dpo")}
 LAUNCHER = REPO_ROOT / "tests" / "fault_launcher.py"
 
-PRETRAIN = [
-    "--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"),
-    "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
-    "--block_size", "64", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-    "--max_documents", "12", "--max_eval_samples", "16",
-    "--max_steps", "8", "--warmup_steps", "0", "--logging_steps", "1",
-    "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "10",
-    "--report_to", "none", "--disable_tqdm", "true",
-]  # fmt: skip
+PRETRAIN = [*TINY_PRETRAIN_RUN, "--max_steps", "8", "--save_total_limit", "10"]  # later options win
 CHAT = [
     "--max_train_examples", "24", "--max_eval_examples", "4", "--eval_max_new_tokens", "2", "--max_length", "200",
     "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--max_steps", "6",

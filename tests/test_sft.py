@@ -1,6 +1,5 @@
 """Tiny SFT runs through the real recipe: full and LoRA change weights, the merged LoRA model equals base + adapter."""
 
-import importlib.util
 import json
 
 import pytest
@@ -10,12 +9,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from hf_recipes.runtime import RecipeError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_recipe
 from tests.tiny import save_tiny_model_folder
 
-spec = importlib.util.spec_from_file_location("sft_recipe", REPO_ROOT / "recipes/sft.py")
-sft = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sft)
+sft = load_recipe("sft")
 
 TINY_SFT = [
     "--max_train_examples", "24", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",

@@ -127,9 +127,10 @@ def function_name_conversations(
     conversations = []
     for module in modules:
         for index, (name, code) in enumerate(_module_functions(module, root)):
-            rng = random.Random(f"{module}:{index}")
-            if rng.random() < renamed_share:
-                name, code = renamed_function(name, code, pieces, rng)
+            if renamed_share > 0:
+                rng = random.Random(f"{module}:{index}")  # the same choice and name on every machine
+                if rng.random() < renamed_share:
+                    name, code = renamed_function(name, code, pieces, rng)
             conversations.append(function_name_conversation(code, name))
             if limit is not None and len(conversations) >= limit:
                 return conversations
