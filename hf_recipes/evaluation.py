@@ -201,15 +201,47 @@ def chat_task_metrics(
     if not kept:
         raise RecipeError(f"none of the {len(conversations)} evaluation conversations fits the model's context")
     answers = generate_answers(model, tokenizer, kept, max_new_tokens, batch_size, show_progress)
+    predictions = [answer.text for answer in answers]
     references = [render_prompt(tokenizer, conversation)[1] for conversation in kept]
-    exact_match = load_metric("exact_match").compute(
-        predictions=[answer.text for answer in answers], references=references
-    )["exact_match"]
+    metric = load_metric("exact_match")
     return {
-        "exact_match": exact_match,
+        "exact_match": metric.compute(predictions=predictions, references=references)["exact_match"],
         "stop_rate": sum(answer.stopped for answer in answers) / len(answers),
         "eval_examples": len(kept),
         "eval_skipped_too_long": skipped,
+        "exact_match_by_answer_tokens": exact_match_by_answer_length(tokenizer, predictions, references, metric),
+    }
+
+
+LONGEST_ANSWER_BUCKET = 5  # answers of 5 tokens and more are counted together, as "5+"
+
+
+def answer_length_bucket(tokenizer: PreTrainedTokenizerBase, reference: str) -> str:
+    """The reference's length in tokens, tokenized alone (no special tokens), as "1" .. "4" or "5+"."""
+    length = len(tokenizer(reference.strip(), add_special_tokens=False)["input_ids"])
+    return f"{LONGEST_ANSWER_BUCKET}+" if length >= LONGEST_ANSWER_BUCKET else str(length)
+
+
+def exact_match_by_answer_length(
+    tokenizer: PreTrainedTokenizerBase, predictions: Sequence[str], references: Sequence[str], metric=None
+) -> dict[str, dict[str, float | int]]:
+    """Exact match and example count per reference length in tokens, shortest first (empty lengths left out).
+
+    On a task that copies its answer from the prompt, such as the function name, this shows how far the model
+    copies: one that gets the first token or two right but cannot continue a copy fails every long answer.
+    """
+    metric = metric or load_metric("exact_match")
+    by_bucket: dict[str, tuple[list[str], list[str]]] = {}
+    for prediction, reference in zip(predictions, references, strict=True):
+        bucket = by_bucket.setdefault(answer_length_bucket(tokenizer, reference), ([], []))
+        bucket[0].append(prediction)
+        bucket[1].append(reference)
+    return {
+        bucket: {
+            "exact_match": metric.compute(predictions=chosen, references=expected)["exact_match"],
+            "examples": len(chosen),
+        }
+        for bucket, (chosen, expected) in sorted(by_bucket.items(), key=lambda item: int(item[0].rstrip("+")))
     }
 
 

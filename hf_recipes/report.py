@@ -30,6 +30,8 @@ class StageResult:
     fingerprint: str  # identifies the weights measured, so an unchanged stage is not measured twice
     perplexity_ratio: float | None = None  # 4-bit only: against the full-precision model it came from
     exact_match_delta: float | None = None
+    # {"1": {"exact_match": .., "examples": ..}, .., "5+": ..}: see evaluation.exact_match_by_answer_length
+    exact_match_by_answer_tokens: dict[str, dict[str, float]] | None = None
 
 
 def weights_fingerprint(folder: Path) -> str:
@@ -87,6 +89,37 @@ def markdown_table(results: list[StageResult]) -> str:
     return "\n".join(lines)
 
 
+def answer_length_table(results: list[StageResult]) -> str:
+    """Exact match of each stage by the answer's length in tokens, with how many held-out answers have each length.
+
+    Empty when no stage has the breakdown (a report.json written before it existed).
+    """
+    measured = [r for r in results if r.exact_match_by_answer_tokens]
+    if not measured:
+        return ""
+    # Every stage answers the same held-out set, so a length's count is the same wherever it appears.
+    examples = {b: int(v["examples"]) for r in reversed(measured) for b, v in r.exact_match_by_answer_tokens.items()}
+    buckets = sorted(examples, key=lambda bucket: int(bucket.rstrip("+")))
+    counts = [str(examples[b]) for b in buckets]
+    lines = [
+        f"| answer length (tokens) | {' | '.join(buckets)} |",
+        f"| --- |{' ---: |' * len(buckets)}",
+        f"| held-out answers | {' | '.join(counts)} |",
+    ]
+    for r in measured:
+        by_length = r.exact_match_by_answer_tokens
+        cells = [f"{by_length[b]['exact_match']:.3f}" if b in by_length else "-" for b in buckets]
+        lines.append(f"| {r.stage} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def by_length_section(results: list[StageResult]) -> list[str]:
+    table = answer_length_table(results)
+    if not table:
+        return []
+    return ["Exact match by the length of the right answer in tokens (the name, copied from the code):", "", table, ""]
+
+
 def write_report(outputs_dir: Path, results: list[StageResult], settings: dict[str, Any]) -> Path:
     """report.md, report.json and plots/ in the preset's outputs folder."""
     (outputs_dir / "report.json").write_text(
@@ -108,6 +141,7 @@ def write_report(outputs_dir: Path, results: list[StageResult], settings: dict[s
         "- exact match: share of answers equal to the function's name; stop rate: share that ended with eos.",
         "- time taken: the stage's own training time from its metrics.json (evaluation excluded).",
         "",
+        *by_length_section(results),
         *[f"![{p.stem}](plots/{p.name})" for p in plots],
         "",
     ]

@@ -50,6 +50,7 @@ def measure(stage: str, folder: Path, args) -> report.StageResult:
         size_bytes=folder_size_bytes(folder),
         train_seconds=report.train_seconds(folder),
         fingerprint=report.weights_fingerprint(folder),
+        exact_match_by_answer_tokens=scores["exact_match_by_answer_tokens"],
     )
 
 
@@ -84,6 +85,9 @@ def main(argv: list[str]) -> None:
     }
     path = report.write_report(outputs_dir, results, settings)
     print(f"\n{report.markdown_table(results)}\n")
+    by_length = report.answer_length_table(results)
+    if by_length:
+        print(f"Exact match by answer length in tokens:\n\n{by_length}\n")
     print(f"Report: {path} (plots in {outputs_dir / 'plots'})")
     final = stages[-1][1]
     print(f"Chat with the final model: make chat MODEL={final}   (or python recipes/generate.py --model {final})")

@@ -12,12 +12,14 @@ from hf_recipes.data.stdlib import function_name_conversation
 from hf_recipes.evaluation import (
     METRICS_DIR,
     chat_task_metrics,
+    exact_match_by_answer_length,
     fitting_conversations,
     folder_size_bytes,
     generate_answers,
     load_metric,
     perplexity,
 )
+from hf_recipes.report import StageResult, answer_length_table
 from hf_recipes.runtime import RecipeError
 from tests.tiny import tiny_model, tiny_tokenizer
 
@@ -179,7 +181,45 @@ def test_stop_rate_is_zero_and_exact_match_counts_when_eos_never_comes(tokenizer
     for example, reference in zip(examples, [answer, "add", f"  {answer}\n", "xx"], strict=True):
         example["messages"][-1]["content"] = reference
     metrics = chat_task_metrics(model, tokenizer, examples, max_new_tokens=3, batch_size=3, show_progress=False)
+    by_length = metrics.pop("exact_match_by_answer_tokens")
     assert metrics == {"exact_match": 0.5, "stop_rate": 0.0, "eval_examples": 4, "eval_skipped_too_long": 0}
+    assert sum(bucket["examples"] for bucket in by_length.values()) == 4
+    assert sum(bucket["exact_match"] * bucket["examples"] for bucket in by_length.values()) == 2  # the 2 matches
+
+
+class WordTokenizer:
+    """One token per space-separated word: answer lengths that a test can read off the text."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[str]]:
+        return {"input_ids": text.split()}
+
+
+def test_exact_match_by_answer_length_buckets_by_reference_tokens():
+    references = ["a", "a b", "a b", "a b c d e f", "a b c d e", " a b c "]
+    predictions = ["a", "a b", "a", "a b c d e f", "a b", "a b c"]
+    assert exact_match_by_answer_length(WordTokenizer(), predictions, references) == {
+        "1": {"exact_match": 1.0, "examples": 1},
+        "2": {"exact_match": 0.5, "examples": 2},
+        "3": {"exact_match": 1.0, "examples": 1},  # compared as exact match compares: stripped
+        "5+": {"exact_match": 0.5, "examples": 2},  # 4 is absent, 5 and 6 together
+    }
+
+
+def test_report_tables_exact_match_by_answer_length_per_stage():
+    def result(stage, by_length):
+        return StageResult(stage, f"outputs/{stage}", 10.0, 0.5, 1.0, 3, 1, None, "", None, None, by_length)
+
+    sft = {"1": {"exact_match": 1.0, "examples": 2}, "3": {"exact_match": 0.0, "examples": 1}}
+    pretrain = {"1": {"exact_match": 0.0, "examples": 2}}  # a length a stage lacks is shown as "-"
+    table = answer_length_table([result("pretrain", pretrain), result("sft", sft), result("old", None)])
+    assert table.splitlines() == [
+        "| answer length (tokens) | 1 | 3 |",
+        "| --- | ---: | ---: |",
+        "| held-out answers | 2 | 1 |",
+        "| pretrain | 0.000 | - |",
+        "| sft | 1.000 | 0.000 |",
+    ]
+    assert answer_length_table([result("old", None)]) == ""
 
 
 def test_an_eos_on_the_last_allowed_token_counts_as_a_stop(tokenizer):
