@@ -79,6 +79,29 @@ def perplexity(model: PreTrainedModel, blocks: Any, batch_size: int = 8) -> dict
     return {"loss": mean, "perplexity": math.exp(mean)}
 
 
+@torch.inference_mode()
+def repeated_span_loss(model: PreTrainedModel, blocks: Any, span: int = 128) -> dict[str, float]:
+    """Mean next-token loss on the first `span` tokens of each block, read once and then again right after.
+
+    A model that can copy (it has induction heads: attend to what followed the last occurrence of the current
+    token) predicts the repeat almost perfectly; one that cannot scores both readings the same. Copying is what the
+    function-name task needs for every name longer than a token or two. The first token of the repeat is left out
+    of both means: nothing before it says that a repeat begins.
+    """
+    blocks = _as_blocks(blocks)
+    if not blocks or min(len(block) for block in blocks) < span or span < 2:
+        raise RecipeError(f"repeated_span_loss needs blocks of at least span={span} (>= 2) tokens")
+    input_ids = torch.tensor([block[:span] * 2 for block in blocks], device=model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=input_ids).logits[:, :-1].float()  # position t predicts token t + 1
+    finally:
+        model.train(was_training)
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+    return {"loss_first": losses[:, : span - 1].mean().item(), "loss_repeat": losses[:, span:].mean().item()}
+
+
 def render_prompt(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> tuple[str, str]:
     """(prompt, reference): every message but the last through the chat template, and the last one's content."""
     messages = conversation["messages"]

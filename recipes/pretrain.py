@@ -4,6 +4,7 @@ accelerate launch recipes/pretrain.py --config recipes/gpt2-tiny/pretrain.yaml [
 """
 
 import dataclasses
+import itertools
 import time
 
 from transformers import AutoConfig, Trainer, default_data_collator, set_seed
@@ -13,6 +14,7 @@ from hf_recipes.chat import attach_chat_template
 from hf_recipes.configs import parse_stage
 from hf_recipes.data.packing import pack_dataset
 from hf_recipes.data.sources import load_text_source
+from hf_recipes.evaluation import repeated_span_loss
 from hf_recipes.modeling import build_model, explain_load_error, gpt2_config, load_model, model_size, pad_vocab_size
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer, train_bpe_tokenizer
@@ -79,6 +81,21 @@ def make_model(model_args, tokenizer):
         model.resize_token_embeddings(pad_vocab_size(len(tokenizer)))
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def copying_probe(model, validation, block_size: int) -> dict[str, float]:
+    """Can the model copy? Loss on a repeated held-out span vs its first reading (logged; see repeated_span_loss)."""
+    span = min(128, block_size // 2)
+    blocks = [row["input_ids"] for row in itertools.islice(validation, 16)]  # works on streamed data too
+    copying = repeated_span_loss(model, blocks, span)
+    logger.info(
+        "Copying probe: loss %.2f on %d-token held-out spans, %.2f on the same spans repeated right after "
+        "(a model that can copy predicts a repeat almost perfectly)",
+        copying["loss_first"],
+        span,
+        copying["loss_repeat"],
+    )
+    return copying
 
 
 def main(argv: list[str]) -> None:
@@ -196,6 +213,7 @@ def main(argv: list[str]) -> None:
 
     if trainer.is_world_process_zero():
         trained_tokens = result.global_step * tokens_per_step
+        copying = copying_probe(trainer.model, packed["validation"], training_args.block_size)
         runtime.write_metrics(
             output_dir,
             {
@@ -209,6 +227,8 @@ def main(argv: list[str]) -> None:
                 "train_seconds": seconds,
                 "parameters": size.total,
                 "flops_per_token": size.flops_per_token,
+                "copy_probe_loss_first": copying["loss_first"],
+                "copy_probe_loss_repeat": copying["loss_repeat"],
             },
         )
         training.plot_losses(trainer.state.log_history, output_dir / "plots" / "loss.png", "pretraining")

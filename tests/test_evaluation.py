@@ -18,6 +18,7 @@ from hf_recipes.evaluation import (
     generate_answers,
     load_metric,
     perplexity,
+    repeated_span_loss,
 )
 from hf_recipes.report import StageResult, answer_length_table
 from hf_recipes.runtime import RecipeError
@@ -260,3 +261,30 @@ def test_folder_size_counts_every_weight_shard_and_nothing_else(tmp_path):
     (tmp_path / "tokenizer.json").write_bytes(b"x" * 1000)
     (tmp_path / "adapter_model.safetensors").write_bytes(b"x" * 1000)
     assert folder_size_bytes(tmp_path) == 150
+
+
+class SpanCopier(torch.nn.Module):
+    """Predicts, at every position from `span` on, the token that followed `span` positions earlier: a perfect
+    copier of a repeated span, and uniform before it."""
+
+    def __init__(self, vocab_size: int, span: int):
+        super().__init__()
+        self.vocab_size, self.span, self.training = vocab_size, span, False
+        self.device = torch.device("cpu")
+
+    def forward(self, input_ids):
+        logits = torch.zeros(*input_ids.shape, self.vocab_size)
+        for t in range(self.span - 1, input_ids.shape[1] - 1):  # position t predicts token t + 1
+            logits[torch.arange(len(input_ids)), t, input_ids[:, t + 1 - self.span]] = 50.0
+        return type("Output", (), {"logits": logits})()
+
+
+def test_repeated_span_loss_separates_a_copier_from_a_model_that_cannot_copy(tokenizer):
+    blocks = torch.randint(3, len(tokenizer), (4, 40)).tolist()
+    copier = repeated_span_loss(SpanCopier(len(tokenizer), span=16), blocks, span=16)
+    assert copier["loss_first"] == pytest.approx(math.log(len(tokenizer)))  # uniform: log of the vocabulary
+    assert copier["loss_repeat"] < 1e-6
+    random_model = repeated_span_loss(tiny_model(tokenizer), blocks, span=16)
+    assert random_model["loss_repeat"] == pytest.approx(random_model["loss_first"], rel=0.05)
+    with pytest.raises(RecipeError, match="at least span"):
+        repeated_span_loss(tiny_model(tokenizer), blocks, span=64)

@@ -49,6 +49,8 @@ def test_metrics_record_perplexity_and_tokens(finished_run):
     assert metrics["perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-6)
     assert metrics["perplexity"] < metrics["initial_perplexity"]  # four steps at lr 2e-3 already help
     assert metrics["train_tokens_per_second"] > 0
+    # Four steps teach no copying: the repeat of a held-out span is predicted no better than its first reading.
+    assert metrics["copy_probe_loss_repeat"] == pytest.approx(metrics["copy_probe_loss_first"], rel=0.05)
 
 
 def test_rerun_resumes_from_the_last_complete_checkpoint_with_identical_losses(finished_run, tmp_path):
