@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,17 @@ def import_evaluate_package():
         sys.path[:] = saved
 
 
+@contextmanager
+def eval_mode(model: PreTrainedModel) -> Iterator[None]:
+    """The model in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _as_blocks(blocks: Any) -> list[list[int]]:
     if hasattr(blocks, "column_names"):  # a datasets.Dataset of packed blocks
         blocks = blocks["input_ids"]
@@ -62,10 +74,8 @@ def perplexity(model: PreTrainedModel, blocks: Any, batch_size: int = 8) -> dict
     lengths = {len(block) for block in blocks}
     if len(lengths) != 1 or min(lengths) < 2:
         raise RecipeError(f"perplexity needs equal-length blocks of 2+ tokens, got lengths {sorted(lengths)[:5]}")
-    was_training = model.training
-    model.eval()
     total_loss, total_tokens = 0.0, 0
-    try:
+    with eval_mode(model):
         for start in range(0, len(blocks), batch_size):
             input_ids = torch.tensor(blocks[start : start + batch_size], device=model.device)
             logits = model(input_ids=input_ids).logits[:, :-1].float()
@@ -73,8 +83,6 @@ def perplexity(model: PreTrainedModel, blocks: Any, batch_size: int = 8) -> dict
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
             total_loss += loss.item()
             total_tokens += targets.numel()
-    finally:
-        model.train(was_training)
     mean = total_loss / total_tokens
     return {"loss": mean, "perplexity": math.exp(mean)}
 
@@ -92,12 +100,8 @@ def repeated_span_loss(model: PreTrainedModel, blocks: Any, span: int = 128) -> 
     if not blocks or min(len(block) for block in blocks) < span or span < 2:
         raise RecipeError(f"repeated_span_loss needs blocks of at least span={span} (>= 2) tokens")
     input_ids = torch.tensor([block[:span] * 2 for block in blocks], device=model.device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = model(input_ids=input_ids).logits[:, :-1].float()  # position t predicts token t + 1
-    finally:
-        model.train(was_training)
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
     return {"loss_first": losses[:, : span - 1].mean().item(), "loss_repeat": losses[:, span:].mean().item()}
 
@@ -156,29 +160,27 @@ def generate_answers(
     # Batching prompts of similar length wastes less compute on padding; answers go back to input order.
     order = sorted(range(len(token_ids)), key=lambda index: len(token_ids[index]))
     answers: list[Answer | None] = [None] * len(token_ids)
-    was_training = model.training
-    model.eval()
-    try:
-        with tqdm(total=len(order), desc="generating", unit="example", disable=not show_progress) as progress:
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                longest = max(len(token_ids[index]) for index in batch)
-                input_ids = torch.full((len(batch), longest), tokenizer.pad_token_id, dtype=torch.long)
-                attention_mask = torch.zeros_like(input_ids)
-                for row, index in enumerate(batch):  # left padding: every prompt ends where generation starts
-                    ids = token_ids[index]
-                    input_ids[row, longest - len(ids) :] = torch.tensor(ids)
-                    attention_mask[row, longest - len(ids) :] = 1
-                output = model.generate(
-                    input_ids=input_ids.to(model.device),
-                    attention_mask=attention_mask.to(model.device),
-                    generation_config=config,
-                )
-                for row, index in enumerate(batch):
-                    answers[index] = _answer(output[row, longest:].tolist(), tokenizer)
-                progress.update(len(batch))
-    finally:
-        model.train(was_training)
+    with (
+        eval_mode(model),
+        tqdm(total=len(order), desc="generating", unit="example", disable=not show_progress) as progress,
+    ):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            longest = max(len(token_ids[index]) for index in batch)
+            input_ids = torch.full((len(batch), longest), tokenizer.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros_like(input_ids)
+            for row, index in enumerate(batch):  # left padding: every prompt ends where generation starts
+                ids = token_ids[index]
+                input_ids[row, longest - len(ids) :] = torch.tensor(ids)
+                attention_mask[row, longest - len(ids) :] = 1
+            output = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                generation_config=config,
+            )
+            for row, index in enumerate(batch):
+                answers[index] = _answer(output[row, longest:].tolist(), tokenizer)
+            progress.update(len(batch))
     return answers  # type: ignore[return-value]
 
 
