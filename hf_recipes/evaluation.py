@@ -247,6 +247,11 @@ def answer_length_bucket(tokenizer: PreTrainedTokenizerBase, reference: str) -> 
     return f"{LONGEST_ANSWER_BUCKET}+" if length >= LONGEST_ANSWER_BUCKET else str(length)
 
 
+def answer_length_order(bucket: str) -> int:
+    """Sort key of a bucket from answer_length_bucket: "1" < "2" < .. < "5+"."""
+    return int(bucket.rstrip("+"))
+
+
 def exact_match_by_answer_length(
     tokenizer: PreTrainedTokenizerBase, predictions: Sequence[str], references: Sequence[str], metric=None
 ) -> dict[str, dict[str, float | int]]:
@@ -266,7 +271,7 @@ def exact_match_by_answer_length(
             "exact_match": metric.compute(predictions=chosen, references=expected)["exact_match"],
             "examples": len(chosen),
         }
-        for bucket, (chosen, expected) in sorted(by_bucket.items(), key=lambda item: int(item[0].rstrip("+")))
+        for bucket, (chosen, expected) in sorted(by_bucket.items(), key=lambda item: answer_length_order(item[0]))
     }
 
 

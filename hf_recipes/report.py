@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_recipes.evaluation import answer_length_order
 from hf_recipes.runtime import read_metrics
 
 logger = logging.getLogger("hf_recipes")
@@ -99,7 +100,7 @@ def answer_length_table(results: list[StageResult]) -> str:
         return ""
     # Every stage answers the same held-out set, so a length's count is the same wherever it appears.
     examples = {b: int(v["examples"]) for r in reversed(measured) for b, v in r.exact_match_by_answer_tokens.items()}
-    buckets = sorted(examples, key=lambda bucket: int(bucket.rstrip("+")))
+    buckets = sorted(examples, key=answer_length_order)
     counts = [str(examples[b]) for b in buckets]
     lines = [
         f"| answer length (tokens) | {' | '.join(buckets)} |",
