@@ -7,6 +7,7 @@ Each stage parses one tuple of dataclasses. We reuse TRL's `ScriptArguments`, `M
 from __future__ import annotations
 
 import argparse
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,12 +388,15 @@ STAGE_ARGUMENTS["push"] = (PushArguments,)
 # ---------------------------------------------------------------------------------------------------------------
 
 
+EXTENDS_KEY = "extends"  # a recipe's field naming the recipe it varies
+
+
 class RecipeParser(TrlParser):
     """`TrlParser` whose mistakes are `RecipeError`s naming the key and the closest valid one.
 
     Abbreviated flags are refused (`--learning_rat` must not silently mean `--learning_rate`), YAML values are
     checked against the field's type and choices (argparse checks neither for defaults), and unknown keys in the
-    YAML or on the command line are errors.
+    YAML or on the command line are errors. A recipe may name another that it `extends` (see `load_recipe`).
     """
 
     def __init__(self, dataclass_types, **kwargs):
@@ -406,7 +410,7 @@ class RecipeParser(TrlParser):
         return [opt[2:] for action in self._actions for opt in action.option_strings if opt.startswith("--")]
 
     def parse(self, args: list[str]) -> tuple[Any, ...]:
-        """Parse `--config file.yaml` then `--key value` overrides into the dataclasses."""
+        """Parse `--config file.yaml` (and the recipe it extends) then `--key value` overrides into the dataclasses."""
         args = list(args)
         config_path = None
         if "--config" in args:
@@ -414,13 +418,17 @@ class RecipeParser(TrlParser):
             if index + 1 >= len(args):
                 raise RecipeError("--config needs a path to a recipe YAML file")
             config_path = args[index + 1]
-            self._check_config(config_path)
+            del args[index : index + 2]
+            config = self.load_recipe(config_path)
+            for key, value in config.pop("env", {}).items():
+                os.environ[key] = str(value)
+            self.set_defaults_with_config(**config)
         unknown_flags = [arg for arg in args if arg.startswith("--") and arg[2:].split("=")[0] not in self.valid_keys]
         for flag in unknown_flags:
             name = flag[2:].split("=")[0]
             raise RecipeError(f"unknown option '--{name}'{did_you_mean(name, self.option_names())}")
         try:
-            return self.parse_args_and_config(args)
+            return self.parse_args_into_dataclasses(args)
         except ValueError as error:  # raised by dataclass __post_init__ checks (e.g. TrainingArguments)
             raise RecipeError(f"{config_path or 'command line'}: {error}") from error
 
@@ -428,23 +436,45 @@ class RecipeParser(TrlParser):
     def valid_keys(self) -> set[str]:
         return {*self.option_names(), "config"}
 
-    def _check_config(self, config_path: str) -> None:
+    def load_recipe(self, config_path: str, extended_by: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The recipe's checked fields, on top of those of the recipe it `extends` (a path relative to it), if any.
+
+        `extends` keeps a variant (say `pretrain_long.yaml`: the same model and data, a longer schedule) in step with
+        the recipe it varies instead of a copy that drifts from it.
+        """
         path = Path(config_path)
         if not path.is_file():
-            raise RecipeError(f"recipe file not found: {config_path}")
+            where = f" (extended by {extended_by[-1]})" if extended_by else ""
+            raise RecipeError(f"recipe file not found: {config_path}{where}")
+        if str(path.resolve()) in extended_by:
+            loop = " -> ".join((*extended_by, str(path.resolve())))
+            raise RecipeError(f"{config_path}: recipes extend each other in a loop: {loop}")
         try:
             config = yaml.safe_load(path.read_text())
         except yaml.YAMLError as error:
             raise RecipeError(f"{config_path}: not valid YAML: {error}".replace("\n", " ")) from error
         if not isinstance(config, dict):
             raise RecipeError(f"{config_path}: a recipe must be a YAML mapping of field: value")
+        base = config.pop(EXTENDS_KEY, None)
+        self._check_fields(config_path, config)
+        if base is None:
+            return config
+        if not isinstance(base, str):
+            raise RecipeError(f"{config_path}: '{EXTENDS_KEY}' must be the path of another recipe, not {base!r}")
+        inherited = self.load_recipe(str(path.parent / base), (*extended_by, str(path.resolve())))
+        env = {**inherited.pop("env", {}), **config.pop("env", {})}
+        return {**inherited, **config, **({"env": env} if env else {})}
+
+    def _check_fields(self, config_path: str, config: dict[str, Any]) -> None:
         actions = {action.dest: action for action in self._actions}
         hints = {name: hint for dtype in self.dataclass_types for name, hint in typing.get_type_hints(dtype).items()}
         for key, value in config.items():
             if key == "env":
+                if not isinstance(value, dict):
+                    raise RecipeError(f"{config_path}: 'env' must be a mapping of variable: value")
                 continue
             if key not in actions:
-                raise RecipeError(f"{config_path}: unknown key '{key}'{did_you_mean(key, actions)}")
+                raise RecipeError(f"{config_path}: unknown key '{key}'{did_you_mean(key, [*actions, EXTENDS_KEY])}")
             check_value(actions[key], hints.get(key, Any), value, where=f"{config_path}: '{key}'")
 
 

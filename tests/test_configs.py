@@ -1,5 +1,6 @@
 """Recipes parse (so they cannot rot) and config mistakes are one-line errors that name the key."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,43 @@ def test_cli_flag_overrides_yaml(tmp_path):
     _data, model, training = parse_stage("pretrain", ["--config", str(recipe), "--n_layer", "3"])
     assert model.n_layer == 3
     assert training.learning_rate == pytest.approx(1e-3)  # YAML's '1e-3' is a string; it still becomes a float
+
+
+def test_a_recipe_extends_another_and_overrides_its_fields(tmp_path, monkeypatch):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base/pretrain.yaml").write_text(
+        "n_layer: 2\nmax_steps: 600\nlearning_rate: 2e-3\noutput_dir: short\nenv: {A_VAR: base, B_VAR: base}\n"
+    )
+    (tmp_path / "pretrain_long.yaml").write_text(
+        "extends: base/pretrain.yaml\nmax_steps: 8000\noutput_dir: long\nenv: {B_VAR: long}\n"
+    )
+    monkeypatch.delenv("A_VAR", raising=False)
+    monkeypatch.delenv("B_VAR", raising=False)
+    _data, model, training = parse_stage("pretrain", ["--config", str(tmp_path / "pretrain_long.yaml")])
+    assert (model.n_layer, training.learning_rate) == (2, pytest.approx(2e-3))  # inherited
+    assert (training.max_steps, training.output_dir) == (8000, "long")  # overridden
+    assert (os.environ["A_VAR"], os.environ["B_VAR"]) == ("base", "long")
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"a.yaml": "extends: missing.yaml\n"},
+            "recipe file not found: {tmp}/missing.yaml (extended by {tmp}/a.yaml)",
+        ),
+        ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "recipes extend each other in a loop"),
+        ({"a.yaml": "extends: b.yaml\n", "b.yaml": "n_layerz: 2\n"}, "b.yaml: unknown key 'n_layerz'"),
+        ({"a.yaml": "extends: [b.yaml]\n"}, "a.yaml: 'extends' must be the path of another recipe"),
+        ({"a.yaml": "extend: b.yaml\n"}, "unknown key 'extend' (did you mean 'extends'?)"),
+    ],
+)
+def test_extends_mistakes_name_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(RecipeError) as error:
+        parse_stage("pretrain", ["--config", str(tmp_path / "a.yaml")])
+    assert message.format(tmp=tmp_path) in str(error.value)
 
 
 def write_recipe(tmp_path, content: dict) -> str:
