@@ -10,6 +10,9 @@ TORCH_SPEC ?= torch==2.13.0
 PRESET ?= gpt2-tiny
 ACCELERATE_CONFIG ?= recipes/accelerate/cpu.yaml
 ARGS ?=
+# A recipe variant: each stage reads recipes/$(PRESET)/<stage>_$(VARIANT).yaml instead of <stage>.yaml
+# (make sft VARIANT=lora; make all VARIANT=long).
+VARIANT ?=
 MODEL ?= outputs/$(PRESET)/quantized-nf4
 REPO ?=
 PROMPT ?=
@@ -45,14 +48,16 @@ all: setup
 	$(MAKE) --no-print-directory quantize
 	$(MAKE) --no-print-directory eval
 
+STAGE_RECIPE = recipes/$(PRESET)/$(1)$(if $(VARIANT),_$(VARIANT)).yaml
+
 pretrain sft dpo: setup
-	$(LAUNCH) recipes/$@.py --config recipes/$(PRESET)/$@.yaml $(ARGS)
+	$(LAUNCH) recipes/$@.py --config $(call STAGE_RECIPE,$@) $(ARGS)
 
 quantize: setup
-	$(PY) recipes/quantize.py --config recipes/$(PRESET)/quantize.yaml $(ARGS)
+	$(PY) recipes/quantize.py --config $(call STAGE_RECIPE,quantize) $(ARGS)
 
 eval: setup
-	$(PY) recipes/evaluate.py --config recipes/$(PRESET)/evaluate.yaml $(ARGS)
+	$(PY) recipes/evaluate.py --config $(call STAGE_RECIPE,evaluate) $(ARGS)
 
 chat: setup
 	$(PY) recipes/generate.py --model $(MODEL) $(if $(PROMPT),--prompt "$(PROMPT)") $(ARGS)

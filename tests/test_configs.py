@@ -149,3 +149,36 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     )
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "RecipeError" in result.stderr
+
+
+PIPELINE_VARIANTS = sorted(
+    (p.parent.name, p.stem.split("_", 1)[1]) for p in (REPO_ROOT / "recipes").glob("*/pretrain_*.yaml")
+)
+
+
+@pytest.mark.parametrize(("preset", "variant"), PIPELINE_VARIANTS)
+def test_make_all_with_a_variant_chains_its_own_stage_folders(preset, variant):
+    """`make all VARIANT=x` reads every stage's x recipe, and each stage reads the folder the one before it wrote
+    (a variant that fell back on the default pipeline's folders would mix two pipelines' models)."""
+    dry_run = subprocess.run(
+        ["make", "-n", "--no-print-directory", "all", f"PRESET={preset}", f"VARIANT={variant}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, check=True,
+    )  # fmt: skip
+    configs = [line.split("--config ")[1].split()[0] for line in dry_run.stdout.splitlines() if "--config " in line]
+    expected_stages = ["pretrain", "sft", "dpo", "quantize", "evaluate"]
+    assert [Path(config).stem for config in configs] == [f"{stage}_{variant}" for stage in expected_stages]
+    parsed = {
+        stage: {
+            k: v for group in parse_stage(stage, ["--config", str(REPO_ROOT / config)]) for k, v in vars(group).items()
+        }
+        for stage, config in zip(expected_stages, configs, strict=True)
+    }
+    assert parsed["sft"]["model_name_or_path"] == parsed["pretrain"]["output_dir"]
+    assert parsed["dpo"]["model_name_or_path"] == parsed["sft"]["output_dir"]
+    assert parsed["quantize"]["model_name_or_path"] == parsed["dpo"]["output_dir"]
+    outputs_dir = parsed["evaluate"]["outputs_dir"]
+    assert [str(Path(outputs_dir) / stage) for stage in parsed["evaluate"]["stages"]] == [
+        parsed[stage]["output_dir"] for stage in ("pretrain", "sft", "dpo", "quantize")
+    ]
+    default_outputs = parse_stage("evaluate", ["--config", str(REPO_ROOT / f"recipes/{preset}/evaluate.yaml")])[0]
+    assert outputs_dir != default_outputs.outputs_dir
