@@ -33,6 +33,7 @@ class StageResult:
     exact_match_delta: float | None = None
     # {"1": {"exact_match": .., "examples": ..}, .., "5+": ..}: see evaluation.exact_match_by_answer_length
     exact_match_by_answer_tokens: dict[str, dict[str, float]] | None = None
+    resumed_from_step: int | None = None  # train_seconds then timed only the steps after it
 
 
 def weights_fingerprint(folder: Path) -> str:
@@ -67,8 +68,11 @@ def add_ratios(results: list[StageResult], source_of: dict[str, str]) -> None:
             result.exact_match_delta = result.exact_match - source.exact_match
 
 
-def _minutes(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+def _time_taken(result: StageResult) -> str:
+    if result.train_seconds is None:
+        return "-"
+    minutes = f"{result.train_seconds / 60:.1f} min"
+    return f"{minutes} after step {result.resumed_from_step:,}" if result.resumed_from_step else minutes
 
 
 def markdown_table(results: list[StageResult]) -> str:
@@ -85,7 +89,7 @@ def markdown_table(results: list[StageResult]) -> str:
         )
         lines.append(
             f"| {r.stage} | {r.perplexity:.2f} | {r.exact_match:.3f} | {r.stop_rate:.3f} | "
-            f"{r.size_bytes / 1e6:.1f} MB | {_minutes(r.train_seconds)} | {ratio} |"
+            f"{r.size_bytes / 1e6:.1f} MB | {_time_taken(r)} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -140,7 +144,8 @@ def write_report(outputs_dir: Path, results: list[StageResult], settings: dict[s
         "",
         "- perplexity: exp of the mean next-token loss on held-out source code (lower is better).",
         "- exact match: share of answers equal to the function's name; stop rate: share that ended with eos.",
-        "- time taken: the stage's own training time from its metrics.json (evaluation excluded).",
+        "- time taken: the stage's own training time from its metrics.json (evaluation excluded); for a run resumed "
+        "from a checkpoint, the time after that step.",
         "",
         *by_length_section(results),
         *[f"![{p.stem}](plots/{p.name})" for p in plots],
@@ -195,3 +200,8 @@ def _log_history(folder: Path) -> list[dict]:
 def train_seconds(folder: Path) -> float | None:
     """The stage's own measured training time, when it recorded one."""
     return read_metrics(folder).get("train_seconds")
+
+
+def resumed_from_step(folder: Path) -> int | None:
+    """The checkpoint step a resumed stage started from (its train_seconds cover only the steps after it)."""
+    return read_metrics(folder).get("resumed_from_step")

@@ -95,6 +95,11 @@ def checkpoint_step(checkpoint: Path | None) -> int:
     return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1)) if checkpoint else 0
 
 
+def resume_record(first_step: int) -> dict[str, int]:
+    """`resumed_from_step` for a run resumed from a checkpoint: its train_seconds then cover only the steps after."""
+    return {"resumed_from_step": first_step} if first_step else {}
+
+
 def last_complete_checkpoint(output_dir: Path | str) -> Path | None:
     """The newest checkpoint that can be resumed exactly; incomplete ones are named in the log and skipped."""
     found = checkpoints(output_dir)

@@ -246,6 +246,7 @@ def main(argv: list[str]) -> None:
             "train_pairs_too_long": len(train_pairs) - len(train_rows),
             "eval_pairs_too_long": len(eval_pairs) - len(eval_rows),
             "train_seconds": seconds,
+            **training.resume_record(first_step),
             "beta": training_args.beta,
             "loss_type": training_args.loss_type,
             "lora": bool(model_args.use_peft),

@@ -49,6 +49,7 @@ def measure(stage: str, folder: Path, args) -> report.StageResult:
         eval_examples=scores["eval_examples"],
         size_bytes=folder_size_bytes(folder),
         train_seconds=report.train_seconds(folder),
+        resumed_from_step=report.resumed_from_step(folder),
         fingerprint=report.weights_fingerprint(folder),
         exact_match_by_answer_tokens=scores["exact_match_by_answer_tokens"],
     )
@@ -73,6 +74,7 @@ def main(argv: list[str]) -> None:
         if cached and cached.fingerprint == report.weights_fingerprint(folder):
             logger.info("%s: unchanged since the last report, reusing its numbers", stage)
             cached.train_seconds = report.train_seconds(folder)
+            cached.resumed_from_step = report.resumed_from_step(folder)
             results.append(cached)
         else:
             results.append(measure(stage, folder, args))

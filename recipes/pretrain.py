@@ -225,6 +225,7 @@ def main(argv: list[str]) -> None:
                 "train_tokens": trained_tokens,
                 "train_tokens_per_second": (result.global_step - first_step) * tokens_per_step / seconds,
                 "train_seconds": seconds,
+                **training.resume_record(first_step),
                 "parameters": size.total,
                 "flops_per_token": size.flops_per_token,
                 "copy_probe_loss_first": copying["loss_first"],

@@ -147,6 +147,7 @@ def main(argv: list[str]) -> None:
             "train_examples_too_long": len(train_conversations) - len(train_kept),
             "eval_examples_too_long": len(eval_conversations) - len(eval_kept),
             "train_seconds": seconds,
+            **training.resume_record(first_step),
             "lora": bool(model_args.use_peft),
             "load_in_4bit": bool(model_args.load_in_4bit),
         },

@@ -20,7 +20,7 @@ from hf_recipes.evaluation import (
     perplexity,
     repeated_span_loss,
 )
-from hf_recipes.report import StageResult, answer_length_table
+from hf_recipes.report import StageResult, answer_length_table, markdown_table
 from hf_recipes.runtime import RecipeError
 from tests.tiny import tiny_model, tiny_tokenizer
 
@@ -221,6 +221,17 @@ def test_report_tables_exact_match_by_answer_length_per_stage():
         "| sft | 1.000 | 0.000 |",
     ]
     assert answer_length_table([result("old", None)]) == ""
+
+
+def test_report_says_when_a_stage_was_timed_only_after_a_resume():
+    def result(stage, seconds, resumed_from_step=None):
+        return StageResult(
+            stage, stage, 10.0, 0.5, 1.0, 3, 2_000_000, seconds, "", resumed_from_step=resumed_from_step
+        )
+
+    rows = markdown_table([result("pretrain", 1332.0, 4000), result("sft", 484.3), result("quantized-nf4", None)])
+    times = [line.split(" | ")[5] for line in rows.splitlines()[2:]]
+    assert times == ["22.2 min after step 4,000", "8.1 min", "-"]
 
 
 def test_an_eos_on_the_last_allowed_token_counts_as_a_stop(tokenizer):

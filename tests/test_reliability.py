@@ -120,6 +120,10 @@ def test_sigkill_between_checkpoints_then_the_same_command_resumes_to_identical_
     run("pretrain", PRETRAIN, output_dir)
     assert f"Resuming from {left}" in caplog.text
     assert_same_run(reference, output_dir, 8)
+    # Its train_seconds timed only the steps after the checkpoint, and the metrics say so for the report.
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == training.checkpoint_step(left)
+    assert "resumed_from_step" not in json.loads((reference / "metrics.json").read_text())
 
 
 def test_sigkill_while_a_checkpoint_is_written_never_resumes_from_it(reference, tmp_path, caplog):
