@@ -16,6 +16,11 @@ VARIANT ?=
 MODEL ?= outputs/$(PRESET)/quantized-nf4
 REPO ?=
 PROMPT ?=
+# The built-in task's system message: its chat models never trained without it and answer badly when it is
+# missing. `make chat SYSTEM=` for none.
+SYSTEM ?= You are a helpful assistant in programming.
+# Through the environment, so a prompt of several lines (code) reaches the script whole.
+export SYSTEM PROMPT
 # --quiet: a recipe error stays one line (exit 1 from accelerate) instead of a launcher traceback.
 LAUNCH = $(VENV)/bin/accelerate launch --quiet --config_file $(ACCELERATE_CONFIG)
 
@@ -60,7 +65,7 @@ eval: setup
 	$(PY) recipes/evaluate.py --config $(call STAGE_RECIPE,evaluate) $(ARGS)
 
 chat: setup
-	$(PY) recipes/generate.py --model $(MODEL) $(if $(PROMPT),--prompt "$(PROMPT)") $(ARGS)
+	$(PY) recipes/generate.py --model $(MODEL) $(if $(SYSTEM),--system "$$SYSTEM") $(if $(PROMPT),--prompt "$$PROMPT") $(ARGS)
 
 push: setup
 	@test -n "$(REPO)" || { echo "usage: make push MODEL=<folder> REPO=<user/name>"; exit 2; }

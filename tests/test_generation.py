@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from importlib.util import module_from_spec, spec_from_file_location
 import pytest
 
 from hf_recipes.configs import SamplingArguments, parse_stage
+from hf_recipes.data.stdlib import SYSTEM_PROMPT
 from hf_recipes.evaluation import generate_answers
 from hf_recipes.generation import chat_loop, fit_history, generation_config, prompt_ids, stream_reply
 from hf_recipes.runtime import RecipeError
@@ -192,3 +194,19 @@ def test_generate_script_answers_once_and_chats_from_stdin(tmp_path, tokenizer, 
     assert "Chatting with" in chat.stderr
     hello = reply(lively_model(tokenizer), tokenizer, [{"role": "user", "content": "hello"}], GREEDY)[0]
     assert chat.stdout.strip() == hello
+
+
+def test_make_chat_passes_the_tasks_system_message_and_a_prompt_of_several_lines_whole():
+    """The tiny chat models only trained with the built-in task's system message; a prompt is usually code."""
+
+    def chat_arguments(*variables):
+        print_argv = f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
+        command = ["make", "--no-print-directory", "-s", "chat", f"PY={print_argv}", *variables]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+        return json.loads(result.stdout.splitlines()[-1])
+
+    prompt = "Extract the function name from the code.\n\ndef add(a, b):\n    return a + b"
+    argv = chat_arguments(f"PROMPT={prompt}")
+    assert argv[argv.index("--system") + 1] == SYSTEM_PROMPT
+    assert argv[argv.index("--prompt") + 1] == prompt
+    assert "--system" not in chat_arguments("SYSTEM=")
