@@ -197,11 +197,8 @@ def _log_history(folder: Path) -> list[dict]:
     return json.loads(states[-1].read_text()).get("log_history", []) if states else []
 
 
-def train_seconds(folder: Path) -> float | None:
-    """The stage's own measured training time, when it recorded one."""
-    return read_metrics(folder).get("train_seconds")
-
-
-def resumed_from_step(folder: Path) -> int | None:
-    """The checkpoint step a resumed stage started from (its train_seconds cover only the steps after it)."""
-    return read_metrics(folder).get("resumed_from_step")
+def training_time(folder: Path) -> dict[str, Any]:
+    """The stage's own measured training time, when it recorded one, and the checkpoint step a resumed run started
+    from (its train_seconds then cover only the steps after it): StageResult's two timing fields, from one read."""
+    metrics = read_metrics(folder)
+    return {"train_seconds": metrics.get("train_seconds"), "resumed_from_step": metrics.get("resumed_from_step")}

@@ -5,6 +5,7 @@
 A stage whose weights did not change since the last report is not measured again (unless --force true).
 """
 
+import dataclasses
 from pathlib import Path
 
 import yaml
@@ -48,8 +49,7 @@ def measure(stage: str, folder: Path, args) -> report.StageResult:
         stop_rate=scores["stop_rate"],
         eval_examples=scores["eval_examples"],
         size_bytes=folder_size_bytes(folder),
-        train_seconds=report.train_seconds(folder),
-        resumed_from_step=report.resumed_from_step(folder),
+        **report.training_time(folder),
         fingerprint=report.weights_fingerprint(folder),
         exact_match_by_answer_tokens=scores["exact_match_by_answer_tokens"],
     )
@@ -73,9 +73,7 @@ def main(argv: list[str]) -> None:
         cached = previous.get(stage)
         if cached and cached.fingerprint == report.weights_fingerprint(folder):
             logger.info("%s: unchanged since the last report, reusing its numbers", stage)
-            cached.train_seconds = report.train_seconds(folder)
-            cached.resumed_from_step = report.resumed_from_step(folder)
-            results.append(cached)
+            results.append(dataclasses.replace(cached, **report.training_time(folder)))
         else:
             results.append(measure(stage, folder, args))
     report.add_ratios(
