@@ -335,6 +335,14 @@ class SigtermCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
+    def on_save(self, args, state, control, **kwargs):
+        # With save_total_limit 1 and load_best_model_at_end, the Trainer's end of training deletes every checkpoint
+        # but the best: the one just saved to resume from would go, and the steps since the best would be redone.
+        # The limit is already applied to this save (the rotation keeps the newest and the best); lifting it now only
+        # skips that final cleanup, and the run exits right after.
+        if self.received is not None and args.save_total_limit == 1:
+            args.save_total_limit = None
+
     def on_train_end(self, args, state, control, **kwargs):
         if self.previous is not None:  # from here on SIGTERM ends the process at once: there is no step to save
             signal.signal(signal.SIGTERM, self.previous)

@@ -140,9 +140,12 @@ def test_sigkill_while_a_checkpoint_is_written_never_resumes_from_it(reference, 
     assert_same_run(reference, output_dir, 8)
 
 
-def test_sigterm_saves_a_checkpoint_exits_143_and_the_next_launch_resumes_identically(reference, tmp_path, caplog):
+@pytest.mark.parametrize("kept", ["10", "1"])  # with 1, the Trainer's end-of-training cleanup keeps only the best
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_next_launch_resumes_identically(
+    reference, tmp_path, caplog, kept
+):
     output_dir = tmp_path / "pretrain"
-    process = launch("pretrain", PRETRAIN, output_dir, step_delay=0.3)
+    process = launch("pretrain", [*PRETRAIN, "--save_total_limit", kept], output_dir, step_delay=0.3)
     wait_for_checkpoint(process, output_dir / "checkpoint-2")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143  # 128 + SIGTERM, as a shell reports a terminated job
@@ -160,7 +163,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_next_launch_resumes_identi
     assert not (output_dir / "metrics.json").exists() and not (output_dir / "model.safetensors").exists()
     assert "complete: true" not in (output_dir / "run_config.yaml").read_text()
 
-    run("pretrain", PRETRAIN, output_dir)
+    run("pretrain", [*PRETRAIN, "--save_total_limit", kept], output_dir)
     assert f"Resuming from {saved}" in caplog.text
     assert_same_run(reference, output_dir, 8)
 
