@@ -145,7 +145,8 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_next_launch_resumes_identi
     reference, tmp_path, caplog, kept
 ):
     output_dir = tmp_path / "pretrain"
-    process = launch("pretrain", [*PRETRAIN, "--save_total_limit", kept], output_dir, step_delay=0.3)
+    argv = [*PRETRAIN, "--save_total_limit", kept]
+    process = launch("pretrain", argv, output_dir, step_delay=0.3)
     wait_for_checkpoint(process, output_dir / "checkpoint-2")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143  # 128 + SIGTERM, as a shell reports a terminated job
@@ -163,7 +164,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_next_launch_resumes_identi
     assert not (output_dir / "metrics.json").exists() and not (output_dir / "model.safetensors").exists()
     assert "complete: true" not in (output_dir / "run_config.yaml").read_text()
 
-    run("pretrain", [*PRETRAIN, "--save_total_limit", kept], output_dir)
+    run("pretrain", argv, output_dir)
     assert f"Resuming from {saved}" in caplog.text
     assert_same_run(reference, output_dir, 8)
 
