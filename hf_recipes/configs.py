@@ -18,7 +18,36 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 from trl import DPOConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
+from hf_recipes.precision import AutoPrecisionMixin
 from hf_recipes.runtime import RecipeError, did_you_mean
+
+BF16_HELP = (
+    "bf16 autocast. Unset: on where the device runs bf16 natively (a GPU, a CPU with AVX512-BF16 or AMX), fp32 "
+    "elsewhere (bf16 emulated on an AVX2 CPU runs ~350x slower). true/false: as said, whatever the machine."
+)
+
+
+# TrainingArguments fields the Trainer leaves to the script, which our stages do their own way: refused, not ignored.
+REFUSED_TRAINING_FIELDS = {
+    "resume_from_checkpoint": "a run resumes from the last complete checkpoint in its output_dir by itself "
+    "(copy a checkpoint there to resume from it)",
+    "enable_jit_checkpoint": "SIGTERM already saves a checkpoint and exits 143 in every stage",
+}
+
+
+@dataclass
+class RecipeTrainingArguments(AutoPrecisionMixin):
+    """What every stage's training arguments add: `bf16` left unset is decided by the machine (hf_recipes.precision)
+    before TrainingArguments checks it, and fields our stages would silently ignore are refused."""
+
+    bf16: bool | None = field(default=None, metadata={"help": BF16_HELP})
+
+    def __post_init__(self):
+        for name, why in REFUSED_TRAINING_FIELDS.items():
+            if getattr(self, name, None):
+                raise ValueError(f"'{name}' is not used by hf-recipes: {why}")
+        super().__post_init__()
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pretraining
@@ -48,6 +77,16 @@ class DataArguments(ScriptArguments):
     )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many validation blocks (evaluation is not free)."}
+    )
+    copy_block_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of training blocks rewritten as short spans of their own text, each read twice "
+            "(a a b b ...): the repeats can only be predicted by copying, which the chat task needs. 0: off."
+        },
+    )
+    copy_span_tokens: list[int] = field(
+        default_factory=lambda: [16, 64], metadata={"help": "Shortest and longest repeated span, in tokens."}
     )
 
 
@@ -84,7 +123,7 @@ class PretrainModelArguments(ModelConfig):
 
 
 @dataclass
-class PretrainConfig(TrainingArguments):
+class PretrainConfig(RecipeTrainingArguments, TrainingArguments):
     block_size: int = field(default=256, metadata={"help": "Tokens per training sequence (packed, no padding)."})
     # Defaults that differ from TrainingArguments: why is in each help.
     logging_nan_inf_filter: bool = field(
@@ -157,17 +196,15 @@ class ChatDataArguments(ScriptArguments):
 
 
 @dataclass
-class SFTRecipeConfig(SFTConfig):
+class SFTRecipeConfig(RecipeTrainingArguments, SFTConfig):
     # Defaults that differ from TRL's: why is in each help.
     assistant_only_loss: bool = field(
         default=True, metadata={"help": "Train on assistant tokens (answers and their eos) only."}
     )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata={"help": "Off: TRL turns it on by default, ~20% slower, and small models don't need it."},
-    )
-    bf16: bool | None = field(
-        default=False, metadata={"help": "bf16 mixed precision: GPU recipes turn it on (TRL's default fails on CPU)."}
+    # TRL sets the deprecated gradient_checkpointing to True (~20% slower, and small models don't need it), which
+    # also warns on every run; unset, activation_checkpointing decides and defaults to off.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off unless a recipe says)."}
     )
     logging_nan_inf_filter: bool = field(
         default=False, metadata={"help": "Keep False: True logs a NaN loss as 0.0 and the run 'succeeds'."}
@@ -265,7 +302,7 @@ class PreferenceModelArguments(ModelConfig):
 
 
 @dataclass
-class DPORecipeConfig(DPOConfig):
+class DPORecipeConfig(RecipeTrainingArguments, DPOConfig):
     # Defaults that differ from TRL's: why is in each help.
     check_reference: bool = field(
         default=True,
@@ -274,12 +311,10 @@ class DPORecipeConfig(DPOConfig):
             "policy. Turn off only for a deliberately different reference."
         },
     )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata={"help": "Off: TRL turns it on by default, ~20% slower, and small models don't need it."},
-    )
-    bf16: bool | None = field(
-        default=False, metadata={"help": "bf16 mixed precision: GPU recipes turn it on (TRL's default fails on CPU)."}
+    # TRL sets the deprecated gradient_checkpointing to True (~20% slower, and small models don't need it), which
+    # also warns on every run; unset, activation_checkpointing decides and defaults to off.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off unless a recipe says)."}
     )
     logging_nan_inf_filter: bool = field(
         default=False, metadata={"help": "Keep False: True logs a NaN loss as 0.0 and the run 'succeeds'."}

@@ -128,8 +128,11 @@ def write_run_config(output_dir: Path | str, *argument_groups: Any, **extra: Any
     """Write `run_config.yaml`: resolved config, library versions, git commit, and `extra` (data fingerprint...)."""
     import yaml
 
+    precision = next((group.precision for group in argument_groups if hasattr(group, "precision")), None)
     record = {
         "config": resolved_config(*argument_groups),
+        # The machine's part in the run: bf16 on or off, and why (hf_recipes.precision).
+        **({"precision": {"bf16": precision.bf16, "why": precision.describe()}} if precision else {}),
         "versions": library_versions(),
         "git_commit": git_commit(Path(__file__).resolve().parent),
         **{key: plain(value) for key, value in extra.items()},

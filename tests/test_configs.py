@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,29 @@ def test_make_all_with_a_variant_chains_its_own_stage_folders(preset, variant):
     ]
     default_outputs = parse_stage("evaluate", ["--config", str(REPO_ROOT / f"recipes/{preset}/evaluate.yaml")])[0]
     assert outputs_dir != default_outputs.outputs_dir
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft", "dpo"])
+def test_a_recipe_parses_without_a_warning_the_user_cannot_act_on(stage):
+    """TRL's gradient_checkpointing=True default warned (deprecated name) on every run, and slowed it ~20%."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        *_, training_args = parse_stage(stage, ["--config", str(REPO_ROOT / f"recipes/gpt2-tiny/{stage}.yaml")])
+    assert training_args.activation_checkpointing is False and training_args.gradient_checkpointing is False
+    asked = parse_stage(stage, ["--config", str(REPO_ROOT / f"recipes/gpt2-tiny/{stage}.yaml"),
+                                "--activation_checkpointing", "true"])[-1]  # fmt: skip
+    assert asked.gradient_checkpointing is True  # what TRL and the Trainer read
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft", "dpo"])
+@pytest.mark.parametrize(
+    ("flag", "value", "why"),
+    [
+        ("resume_from_checkpoint", "outputs/x/checkpoint-10", "resumes from the last complete checkpoint"),
+        ("enable_jit_checkpoint", "true", "SIGTERM already saves a checkpoint"),
+    ],
+)
+def test_fields_the_stages_would_ignore_are_refused(stage, flag, value, why):
+    recipe = str(REPO_ROOT / f"recipes/gpt2-tiny/{stage}.yaml")
+    with pytest.raises(RecipeError, match=f"{recipe}: '{flag}' is not used by hf-recipes: .*{why}"):
+        parse_stage(stage, ["--config", recipe, f"--{flag}", value])
