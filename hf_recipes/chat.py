@@ -173,6 +173,19 @@ def render_trained_tokens(tokenizer: PreTrainedTokenizerBase, messages: Messages
     return "".join(pieces)
 
 
+def check_stop_is_trained(tokenizer: PreTrainedTokenizerBase, input_ids: list[int], mask: list[int]) -> None:
+    """Refuse a template whose assistant turns leave eos out of the loss: the model would never learn to stop.
+
+    TRL warns about this when it runs its own assistant-only pass; ours replaces that pass, so it checks here.
+    """
+    if tokenizer.eos_token_id not in [token for token, trained in zip(input_ids, mask, strict=True) if trained]:
+        raise RecipeError(
+            f"the chat template does not train eos ({tokenizer.eos_token}) after the assistant's answer, so the model "
+            "would never learn to stop: put the eos inside {% generation %}...{% endgeneration %} "
+            "(as templates/llama2.jinja does), or choose another template"
+        )
+
+
 def tokenize_for_training(
     tokenizer: PreTrainedTokenizerBase,
     conversations: list[dict],
@@ -197,6 +210,8 @@ def tokenize_for_training(
             continue
         if assistant_only and not any(mask):
             raise RecipeError(f"{where} row {index}: no assistant token to train on (is the last turn an answer?)")
+        if assistant_only and not kept:
+            check_stop_is_trained(tokenizer, input_ids, mask)
         labels = [token if trained else -100 for token, trained in zip(input_ids, mask, strict=True)]
         rows.append({"input_ids": input_ids, "labels": labels if assistant_only else list(input_ids)})
         kept.append(conversation)

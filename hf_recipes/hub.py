@@ -411,6 +411,36 @@ def check_can_push(repo_id: str | None, token: str | None = None) -> str:
     return resolve_token(token)
 
 
+def check_can_write(repo_id: str | None, token: str | None = None) -> str:
+    """`check_can_push`, then ask the Hub whose token it is: refuse a read-only token or another's namespace.
+
+    A training run calls it before any weights load, so a push that cannot work fails in seconds, not after training.
+    """
+    import httpx2
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = check_can_push(repo_id, token)
+    try:
+        identity = HfApi(token=token).whoami()
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", "?")
+        raise RecipeError(f"the Hub refused the token ({status}): set HF_TOKEN to a valid write token") from None
+    except (OSError, httpx2.HTTPError) as error:
+        raise RecipeError(f"could not reach {constants.ENDPOINT} to check the token: {type(error).__name__}") from None
+    role = identity.get("auth", {}).get("accessToken", {}).get("role")
+    if role == "read":
+        raise RecipeError(f"the Hub token is read-only: pushing to {repo_id} needs a token with write access")
+    namespaces = {identity.get("name"), *(org.get("name") for org in identity.get("orgs", []))}
+    namespace = repo_id.split("/")[0] if "/" in repo_id else identity.get("name")
+    if namespace not in namespaces:
+        raise RecipeError(
+            f"cannot push to {repo_id}: the token belongs to {identity.get('name')}, who may write to "
+            f"{', '.join(sorted(n for n in namespaces if n))} only"
+        )
+    return token
+
+
 def push_folder(
     folder: Path | str,
     repo_id: str,

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -204,11 +205,13 @@ def skip_if_finished(
     return True
 
 
-def prepare_output_dir(training_args, *argument_groups) -> Path:
+def prepare_output_dir(training_args, *argument_groups, inputs: dict[str, str] | None = None) -> Path:
     """Create the output folder; refuse one holding another run's checkpoints unless told to overwrite them.
 
     "Another run" means its run_config.yaml resolved to different values (ignoring RESUME_NEUTRAL_FIELDS), so
     re-running the same command resumes, and pointing a new recipe at an old folder does not silently mix them.
+    Checkpoints trained from other inputs (the model folder before it was trained again) are stale: they are
+    deleted and the stage starts over, instead of "resuming" at the old run's last step with its weights.
     """
     import shutil
 
@@ -216,16 +219,21 @@ def prepare_output_dir(training_args, *argument_groups) -> Path:
 
     output_dir = Path(training_args.output_dir)
     found = checkpoints(output_dir)
-    if training_args.overwrite_output_dir:
-        if found:
+    previous = _previous_record(output_dir)
+    stale_inputs = bool(found) and inputs is not None and previous.get("inputs", inputs) != inputs
+    if training_args.overwrite_output_dir or stale_inputs:
+        if stale_inputs:
+            logger.warning(
+                "%s holds checkpoints trained from other inputs (%s changed since): deleting them and starting over",
+                *(output_dir, ", ".join(sorted(set(inputs) | set(previous["inputs"])))),
+            )
+        elif found:
             logger.warning("overwrite_output_dir: deleting %d checkpoint(s) in %s", len(found), output_dir)
         for checkpoint in found:
             shutil.rmtree(checkpoint)
         (output_dir / "metrics.json").unlink(missing_ok=True)  # no number of the old run may survive into the new
     elif found:
-        changed = config_changes(
-            _previous_record(output_dir).get("config", {}), resolved_config(training_args, *argument_groups)
-        )
+        changed = config_changes(previous.get("config", {}), resolved_config(training_args, *argument_groups))
         if changed:
             raise RecipeError(
                 f"{output_dir} holds checkpoints of a run with a different config ({', '.join(changed[:5])}"
@@ -395,11 +403,36 @@ def seconds_spent_evaluating(log_history: list[dict], after_step: int = 0) -> fl
     return sum(entry.get("eval_runtime", 0.0) for entry in log_history if entry.get("step", 0) > after_step)
 
 
-def drop_secrets(training_args) -> str | None:
-    """Take the Hub token out of the training arguments (the Trainer pickles them into training_args.bin)."""
+@dataclass(frozen=True)
+class PushTarget:
+    """Where a stage pushes its finished folder (through hub.push_folder, never through the Trainer)."""
+
+    repo_id: str
+    private: bool
+    token: str
+
+    def push(self, folder: Path | str):
+        from hf_recipes.hub import push_folder
+
+        return push_folder(folder, self.repo_id, private=self.private, token=self.token)
+
+
+def take_hub_settings(training_args) -> PushTarget | None:
+    """Take the Hub settings out of the training arguments, and check a push can work before anything loads.
+
+    The Trainer pickles hub_token into training_args.bin; given push_to_hub it creates the repository (public
+    unless hub_private_repo) when built and uploads every checkpoint with runs/ and training_args.bin. So the
+    Trainer never sees either: only our filtered push_folder pushes, once, at the end.
+    """
     token = getattr(training_args, "hub_token", None)
     training_args.hub_token = None
-    return token
+    if not training_args.push_to_hub:
+        return None
+    training_args.push_to_hub = False
+    from hf_recipes.hub import check_can_write
+
+    repo_id = training_args.hub_model_id
+    return PushTarget(repo_id, bool(training_args.hub_private_repo), check_can_write(repo_id, token))
 
 
 def remove_pickled_args(output_dir: Path | str) -> None:

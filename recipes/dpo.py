@@ -123,8 +123,9 @@ def plot_dpo(log_history: list[dict], path, loss_name: str) -> None:
 def main(argv: list[str]) -> None:
     data_args, model_args, training_args = parse_stage("dpo", argv)
     runtime.setup_logging(training_args.process_index == 0)
+    logger.info("%s", training_args.precision.describe())  # e.g. fp32 on a CPU without native bf16
     set_seed(training_args.seed)
-    hub_token = training.drop_secrets(training_args)
+    push_target = training.take_hub_settings(training_args)  # the Trainer never pushes; checked now
     inputs = training.input_fingerprints(model_args.model_name_or_path, model_args.ref_model_name_or_path)
     if training.skip_if_finished(
         training_args.output_dir,
@@ -137,7 +138,8 @@ def main(argv: list[str]) -> None:
         return
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is required: the SFT folder (e.g. outputs/gpt2-tiny/sft)")
-    output_dir = training.prepare_output_dir(training_args, data_args, model_args)
+    with training_args.main_process_first(desc="output folder"):  # one process deletes old checkpoints
+        output_dir = training.prepare_output_dir(training_args, data_args, model_args, inputs=inputs)
     resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
 
     # Checks that need no weights: data, tokenizer and its template, vocab, reference, LoRA targets, 4-bit.
@@ -194,7 +196,7 @@ def main(argv: list[str]) -> None:
         before = {"exact_match_before": scores["exact_match"], "stop_rate_before": scores["stop_rate"]}
         logger.info("Before DPO: %s", before)
 
-    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="dpo")
+    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="dpo", inputs=inputs)
     sigterm = training.SigtermCallback()
     trainer = RecipeDPOTrainer(
         model=model,
@@ -262,10 +264,8 @@ def main(argv: list[str]) -> None:
         *(final_eval["eval_rewards/accuracies"], final_eval["eval_rewards/margins"], after["exact_match"]),
         *(before.get("exact_match_before", "not measured"), after["stop_rate"], output_dir),
     )
-    if training_args.push_to_hub:
-        from hf_recipes.hub import push_folder
-
-        push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token)
+    if push_target:
+        push_target.push(output_dir)
 
 
 if __name__ == "__main__":

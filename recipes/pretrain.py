@@ -12,7 +12,7 @@ from transformers import AutoConfig, Trainer, default_data_collator, set_seed
 from hf_recipes import runtime, training
 from hf_recipes.chat import attach_chat_template
 from hf_recipes.configs import parse_stage
-from hf_recipes.data.packing import pack_dataset
+from hf_recipes.data.packing import make_copy_rich, pack_dataset
 from hf_recipes.data.sources import load_text_source
 from hf_recipes.evaluation import repeated_span_loss
 from hf_recipes.modeling import build_model, explain_load_error, gpt2_config, load_model, model_size, pad_vocab_size
@@ -101,8 +101,9 @@ def copying_probe(model, validation, block_size: int) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     data_args, model_args, training_args = parse_stage("pretrain", argv)
     runtime.setup_logging(training_args.process_index == 0)
+    logger.info("%s", training_args.precision.describe())  # e.g. fp32 on a CPU without native bf16
     set_seed(training_args.seed)
-    hub_token = training.drop_secrets(training_args)
+    push_target = training.take_hub_settings(training_args)  # the Trainer never pushes; checked now
     inputs = training.input_fingerprints(model_args.model_name_or_path)
     if training.skip_if_finished(
         training_args.output_dir,
@@ -114,7 +115,7 @@ def main(argv: list[str]) -> None:
     ):
         return
     with training_args.main_process_first(desc="output folder"):  # one process deletes old checkpoints
-        output_dir = training.prepare_output_dir(training_args, data_args, model_args)
+        output_dir = training.prepare_output_dir(training_args, data_args, model_args, inputs=inputs)
     resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
 
     # Everything a user can get wrong is checked before the model exists.
@@ -134,6 +135,16 @@ def main(argv: list[str]) -> None:
     )
     if data_args.max_documents is not None and not data_args.dataset_streaming:
         corpus["train"] = corpus["train"].select(range(min(data_args.max_documents, len(corpus["train"]))))
+    spans = data_args.copy_span_tokens
+    if data_args.copy_block_share and not (
+        0 < data_args.copy_block_share <= 1 and len(spans) == 2 and 2 <= spans[0] <= spans[1]
+    ):
+        raise RecipeError(
+            f"copy_block_share must be in (0, 1] and copy_span_tokens [shortest, longest] with 2 <= shortest <= "
+            f"longest (got {data_args.copy_block_share}, {spans})"
+        )
+    if data_args.copy_block_share and data_args.dataset_streaming:
+        raise RecipeError("copy_block_share rewrites packed blocks in memory: not with dataset_streaming")
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
         raise RecipeError("pretraining trains every weight in full precision: use_peft/load_in_4bit are for sft/dpo")
 
@@ -145,6 +156,7 @@ def main(argv: list[str]) -> None:
             split: pack_dataset(data, tokenizer, training_args.block_size, data_args.text_column)
             for split, data in corpus.items()
         }
+        packed["train"] = make_copy_rich(packed["train"], data_args.copy_block_share, *spans, training_args.seed)
     if data_args.max_eval_samples is not None and not data_args.dataset_streaming:
         packed["validation"] = packed["validation"].select(
             range(min(data_args.max_eval_samples, len(packed["validation"])))
@@ -182,7 +194,7 @@ def main(argv: list[str]) -> None:
 
     if training_args.should_save:  # one writer per folder when several processes train
         tokenizer.save_pretrained(output_dir)  # before training: a resumed run must reuse exactly this tokenizer
-        runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="pretrain")
+        runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="pretrain", inputs=inputs)
     sigterm = training.SigtermCallback()
     trainer = PretrainTrainer(
         model=model,
@@ -240,12 +252,8 @@ def main(argv: list[str]) -> None:
         logger.info(
             "Validation perplexity %.2f; model folder: %s", training.perplexity_of(final["eval_loss"]), output_dir
         )
-        if training_args.push_to_hub:
-            from hf_recipes.hub import push_folder
-
-            push_folder(
-                output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token
-            )
+        if push_target:
+            push_target.push(output_dir)
 
 
 if __name__ == "__main__":

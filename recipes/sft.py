@@ -26,8 +26,9 @@ class RecipeSFTTrainer(training.PerplexityLogMixin, SFTTrainer):
 def main(argv: list[str]) -> None:
     data_args, model_args, training_args = parse_stage("sft", argv)
     runtime.setup_logging(training_args.process_index == 0)
+    logger.info("%s", training_args.precision.describe())  # e.g. fp32 on a CPU without native bf16
     set_seed(training_args.seed)
-    hub_token = training.drop_secrets(training_args)
+    push_target = training.take_hub_settings(training_args)  # the Trainer never pushes; checked now
     inputs = training.input_fingerprints(model_args.model_name_or_path)
     if training.skip_if_finished(
         training_args.output_dir,
@@ -40,7 +41,8 @@ def main(argv: list[str]) -> None:
         return
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is required: the pretrained folder (e.g. outputs/gpt2-tiny/pretrain)")
-    output_dir = training.prepare_output_dir(training_args, data_args, model_args)
+    with training_args.main_process_first(desc="output folder"):  # one process deletes old checkpoints
+        output_dir = training.prepare_output_dir(training_args, data_args, model_args, inputs=inputs)
     resume_dir = training.last_complete_checkpoint(output_dir) if not training_args.overwrite_output_dir else None
 
     # Checks that need no weights: data, tokenizer, template, vocab, LoRA targets, 4-bit.
@@ -99,7 +101,7 @@ def main(argv: list[str]) -> None:
         before = {"exact_match_before": scores["exact_match"], "stop_rate_before": scores["stop_rate"]}
         logger.info("Before SFT: %s", before)
 
-    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="sft")
+    runtime.write_run_config(output_dir, data_args, model_args, training_args, stage="sft", inputs=inputs)
     sigterm = training.SigtermCallback()
     trainer = RecipeSFTTrainer(
         model=model,
@@ -164,10 +166,8 @@ def main(argv: list[str]) -> None:
         after["stop_rate"],
         output_dir,
     )
-    if training_args.push_to_hub:
-        from hf_recipes.hub import push_folder
-
-        push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo, token=hub_token)
+    if push_target:
+        push_target.push(output_dir)
 
 
 if __name__ == "__main__":

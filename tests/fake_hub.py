@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-USER = "fake-user"
+USER = "me"
 REPO_PATH = re.compile(
     r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<action>preupload|commit|revision)/(?P<rev>[^/]+))?$"
 )

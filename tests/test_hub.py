@@ -425,3 +425,57 @@ def test_load_model_of_an_uncached_hub_id_offline_says_so(tmp_path, monkeypatch)
     message = str(error.value)
     assert "'org/not-cached'" in message and "not in the Hugging Face cache" in message
     assert "HF_HUB_OFFLINE=1" in message and "\n" not in message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A training stage with push_to_hub: checked before anything loads, pushed once by us, never by the Trainer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pretrain_main():
+    from tests.conftest import load_recipe
+
+    return load_recipe("pretrain").main
+
+
+def test_a_training_run_pushes_once_at_the_end_and_the_trainer_never_pushes(tmp_path, monkeypatch, online_fake_hub):
+    from tests.conftest import TINY_PRETRAIN_RUN
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    output_dir = tmp_path / "pretrain"
+    pretrain_main()([*TINY_PRETRAIN_RUN, "--output_dir", str(output_dir), "--push_to_hub", "true",
+                     "--hub_model_id", "me/tiny-base", "--hub_private_repo", "true"])  # fmt: skip
+    repo = online_fake_hub.repos["me/tiny-base"]
+    # The Trainer would have created the repository when built and uploaded each checkpoint with runs/ and
+    # training_args.bin: one commit of the filtered folder means only our push ran.
+    assert len(repo.commits) == 1 and repo.private
+    assert not [name for name in repo.files if name.startswith(("checkpoint-", "runs/")) or name.endswith(".bin")]
+    assert {"model.safetensors", "config.json", "README.md", "metrics.json"} <= set(repo.files)
+    assert not [name for name, content in repo.files.items() if TOKEN.encode() in content]
+    assert not list(output_dir.glob("**/training_args.bin"))
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "token", "message"),
+    [
+        ("me/x", None, "no Hugging Face token: set HF_TOKEN"),
+        ("me/x", TOKEN + "x", "the Hub refused the token (401)"),
+        ("someone-else/x", TOKEN, "cannot push to someone-else/x: the token belongs to me"),
+    ],
+)
+def test_a_push_that_cannot_work_fails_before_anything_loads(
+    tmp_path, monkeypatch, online_fake_hub, repo_id, token, message
+):
+    from tests.conftest import TINY_PRETRAIN_RUN
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    output_dir = tmp_path / "pretrain"
+    with pytest.raises(RecipeError, match=re.escape(message)) as error:
+        pretrain_main()([*TINY_PRETRAIN_RUN, "--output_dir", str(output_dir), "--push_to_hub", "true",
+                         "--hub_model_id", repo_id])  # fmt: skip
+    assert TOKEN not in str(error.value)
+    assert not output_dir.exists()  # no tokenizer trained, no corpus packed, no weights built
+    assert online_fake_hub.repos == {}

@@ -120,3 +120,34 @@ def test_a_local_file_holds_out_rows_that_are_never_trained_on(tmp_path):
     prompts = lambda conversations: {c["messages"][0]["content"] for c in conversations}  # noqa: E731
     assert prompts(train).isdisjoint(prompts(held_out))
     assert load_chat_splits(str(path), test_split="validation", validation_percent=10, seed=3) == (train, held_out)
+
+
+def test_a_rerun_after_the_input_model_was_trained_again_trains_again(tmp_path):
+    """Retrain the input, rerun the same SFT: its old checkpoints are stale, not a run to resume at its last step."""
+    base = save_tiny_model_folder(tmp_path / "base", seed=0)
+    run(base, tmp_path / "sft", "sft.yaml", "--eval_before_training", "false")
+    first = load_file(tmp_path / "sft" / "model.safetensors")
+    save_tiny_model_folder(base, seed=1)  # `make pretrain` again: other weights in the same folder
+    run(base, tmp_path / "sft", "sft.yaml", "--eval_before_training", "false")
+    metrics = json.loads((tmp_path / "sft" / "metrics.json").read_text())
+    assert "resumed_from_step" not in metrics  # 3 steps trained from the new input, not 0 from the old checkpoint
+    second = load_file(tmp_path / "sft" / "model.safetensors")
+    assert not torch.equal(first["transformer.h.0.attn.c_attn.weight"], second["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_a_template_that_leaves_eos_out_of_the_loss_is_refused(base, tmp_path):
+    """ChatML-like, but the eos after each answer sits outside the generation block: nothing would teach stopping."""
+    template = tmp_path / "no_trained_eos.jinja"
+    template.write_text(
+        "{%- for m in messages -%}{%- if m['role'] == 'assistant' -%}{{- '<|im_start|>assistant\\n' -}}"
+        "{%- generation -%}{{- m['content'] -}}{%- endgeneration -%}{{- eos_token + '\\n' -}}"
+        "{%- else -%}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + eos_token + '\\n' -}}{%- endif -%}"
+        "{%- endfor -%}"
+    )
+    with pytest.raises(RecipeError, match=r"does not train eos \(</s>\) after the assistant's answer"):
+        run(base, tmp_path / "out", "sft.yaml", "--chat_template", str(template))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    # The shipped templates train it.
+    run(base, tmp_path / "chatml", "sft.yaml", "--chat_template", "chatml", "--max_steps", "1", "--eval_steps", "1",
+        "--save_steps", "1", "--eval_before_training", "false")  # fmt: skip
+    assert (tmp_path / "chatml" / "model.safetensors").is_file()
