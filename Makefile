@@ -13,7 +13,10 @@ ARGS ?=
 # A recipe variant: each stage reads recipes/$(PRESET)/<stage>_$(VARIANT).yaml instead of <stage>.yaml
 # (make sft VARIANT=lora; make all VARIANT=long).
 VARIANT ?=
-MODEL ?= outputs/$(PRESET)/quantized-nf4
+# The model `make chat` talks to: the folder this PRESET and VARIANT's quantize recipe writes (make chat VARIANT=long),
+# the default pipeline's for a variant without its own quantize recipe (VARIANT=lora).
+QUANTIZE_RECIPE = $(firstword $(wildcard recipes/$(PRESET)/quantize$(if $(VARIANT),_$(VARIANT)).yaml) recipes/$(PRESET)/quantize.yaml)
+MODEL ?= $(shell sed -n 's/^output_dir: *//p' $(QUANTIZE_RECIPE))
 REPO ?=
 PROMPT ?=
 # The built-in task's system message: its chat models never trained without it and answer badly when it is

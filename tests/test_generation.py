@@ -210,3 +210,20 @@ def test_make_chat_passes_the_tasks_system_message_and_a_prompt_of_several_lines
     assert argv[argv.index("--system") + 1] == SYSTEM_PROMPT
     assert argv[argv.index("--prompt") + 1] == prompt
     assert "--system" not in chat_arguments("SYSTEM=")
+
+
+@pytest.mark.parametrize(
+    ("variables", "model"),
+    [
+        ((), "outputs/gpt2-tiny/quantized-nf4"),
+        (("VARIANT=long",), "outputs/gpt2-tiny-long/quantized-nf4"),  # not the short pipeline's model
+        (("VARIANT=lora",), "outputs/gpt2-tiny/quantized-nf4"),  # no quantize_lora.yaml: the default pipeline's
+        (("MODEL=elsewhere",), "elsewhere"),
+    ],
+)
+def test_make_chat_talks_to_the_model_of_the_variant_it_is_given(variables, model):
+    print_argv = f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
+    command = ["make", "--no-print-directory", "-s", "chat", f"PY={print_argv}", *variables]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    argv = json.loads(result.stdout.splitlines()[-1])
+    assert argv[argv.index("--model") + 1] == model
