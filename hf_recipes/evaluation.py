@@ -111,7 +111,9 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, conversation: Conversation
     messages = conversation["messages"]
     if len(messages) < 2 or messages[-1]["role"] != "assistant":
         raise RecipeError("an evaluation conversation must end with the assistant's answer after a prompt")
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False)
+    # The assistant header (chatml and most Hub templates) belongs to the prompt: without it the model is asked to
+    # continue the user turn, and exact match and stop rate measure that instead of its answers.
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     return prompt, messages[-1]["content"]
 
 

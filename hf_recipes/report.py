@@ -47,14 +47,20 @@ def present_stages(outputs_dir: Path, stages: list[str]) -> list[tuple[str, Path
     return [(stage, outputs_dir / stage) for stage in stages if (outputs_dir / stage / "config.json").is_file()]
 
 
-def previous_results(report_json: Path) -> dict[str, StageResult]:
-    """Results of the last report, by stage (reused when the stage's weights did not change)."""
+def previous_results(report_json: Path, settings: dict[str, Any]) -> dict[str, StageResult]:
+    """Results of the last report, by stage, when it measured with these same settings (else none).
+
+    A stage's numbers are reused when its weights did not change; numbers measured on other data (another
+    max_eval_examples, block_size, ...) are not this report's.
+    """
     if not report_json.is_file():
         return {}
     try:
-        rows = json.loads(report_json.read_text())["stages"]
-        return {row["stage"]: StageResult(**row) for row in rows}
-    except (ValueError, KeyError, TypeError):
+        previous = json.loads(report_json.read_text())
+        if previous.get("settings") != settings:
+            return {}
+        return {row["stage"]: StageResult(**row) for row in previous["stages"]}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 

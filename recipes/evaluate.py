@@ -67,7 +67,11 @@ def main(argv: list[str]) -> None:
     if not stages:
         raise RecipeError(f"{outputs_dir} holds no stage folder ({', '.join(args.stages)}); run a stage first")
 
-    previous = {} if args.force else report.previous_results(outputs_dir / "report.json")
+    settings = {
+        key: getattr(args, key)
+        for key in ("max_eval_examples", "max_length", "max_new_tokens", "block_size", "eval_blocks")
+    }
+    previous = {} if args.force else report.previous_results(outputs_dir / "report.json", settings)
     results = []
     for stage, folder in stages:
         cached = previous.get(stage)
@@ -79,10 +83,6 @@ def main(argv: list[str]) -> None:
     report.add_ratios(
         results, {stage: quantized_from(folder) or "dpo" for stage, folder in stages if "quantized" in stage}
     )
-    settings = {
-        key: getattr(args, key)
-        for key in ("max_eval_examples", "max_length", "max_new_tokens", "block_size", "eval_blocks")
-    }
     path = report.write_report(outputs_dir, results, settings)
     print(f"\n{report.markdown_table(results)}\n")
     by_length = report.answer_length_table(results)

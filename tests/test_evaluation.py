@@ -18,6 +18,7 @@ from hf_recipes.evaluation import (
     generate_answers,
     load_metric,
     perplexity,
+    render_prompt,
     repeated_span_loss,
 )
 from hf_recipes.report import StageResult, answer_length_table, markdown_table
@@ -234,6 +235,19 @@ def test_report_says_when_a_stage_was_timed_only_after_a_resume():
     assert times == ["22.2 min after step 4,000", "8.1 min", "-"]
 
 
+def test_a_report_reuses_a_stages_numbers_only_when_measured_the_same_way(tmp_path):
+    from hf_recipes.report import previous_results, write_report
+
+    settings = {"max_eval_examples": 600, "max_length": 384, "max_new_tokens": 24, "block_size": 512}
+    settings["eval_blocks"] = 128
+    measured = StageResult("sft", "outputs/sft", 10.0, 0.5, 1.0, 3, 1, None, "model.safetensors:1:2")
+    write_report(tmp_path, [measured], settings)
+    assert previous_results(tmp_path / "report.json", settings) == {"sft": measured}
+    # Same weights, other held-out data: the old numbers are not this report's.
+    for key, value in (("max_eval_examples", 50), ("block_size", 256)):
+        assert previous_results(tmp_path / "report.json", {**settings, key: value}) == {}
+
+
 def test_an_eos_on_the_last_allowed_token_counts_as_a_stop(tokenizer):
     from hf_recipes.evaluation import _answer
 
@@ -259,6 +273,17 @@ def test_pad_equal_to_eos_is_refused(tokenizer):
     broken.pad_token = broken.eos_token
     with pytest.raises(RecipeError, match="pad token"):
         generate_answers(tiny_model(tokenizer), broken, conversations()[:1], show_progress=False)
+
+
+@pytest.mark.parametrize(("template", "prompt_end"), [("chatml", "<|im_start|>assistant\n"), ("llama2", " [/INST]")])
+def test_the_evaluation_prompt_ends_where_the_answer_starts(template, prompt_end):
+    tokenizer = attach_chat_template(tiny_tokenizer(), template)
+    conversation = function_name_conversation(SNIPPETS["add"], "add")
+    prompt, reference = render_prompt(tokenizer, conversation)
+    assert prompt.endswith(prompt_end) and reference == "add"
+    # The prompt is the trained conversation up to its answer: what the model saw before each answer in SFT.
+    trained = tokenizer.apply_chat_template(conversation["messages"], tokenize=False)
+    assert trained.startswith(prompt) and trained[len(prompt) :].lstrip().startswith("add")
 
 
 def test_a_conversation_without_an_answer_is_refused(tokenizer):
