@@ -7,7 +7,7 @@ import re
 import pytest
 
 from hf_recipes.data import stdlib
-from hf_recipes.data.packing import pack_dataset, pack_ids
+from hf_recipes.data.packing import copy_rich_block, make_copy_rich, pack_dataset, pack_ids
 from hf_recipes.data.sources import BUILTIN_CHAT_TASK, load_chat_source, load_chat_splits, load_text_source
 from hf_recipes.runtime import RecipeError
 from hf_recipes.tokenization import check_special_tokens, ensure_special_tokens
@@ -103,6 +103,51 @@ def test_packed_dataset_has_full_blocks_whose_labels_are_the_inputs(tmp_path):
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+def read_twice_spans(block) -> list[int]:
+    """The span lengths of a block made of spans each read twice in a row (a a b b ...), the last one maybe cut."""
+    lengths, start = [], 0
+    while start < len(block):
+        for length in range(1, len(block) - start + 1):
+            first, second = block[start : start + length], block[start + length : start + 2 * length]
+            if len(second) < length:  # the cut end: its second reading is a prefix of the first
+                if list(second) == list(first[: len(second)]) and start + length + len(second) == len(block):
+                    return [*lengths, length]
+            elif list(first) == list(second):
+                lengths.append(length)
+                start += 2 * length
+                break
+        else:
+            raise AssertionError(f"no repeated span at {start}")
+    return lengths
+
+
+def test_a_copy_rich_block_is_its_own_text_in_spans_each_read_twice():
+    import numpy as np
+
+    block = np.arange(1000, 1512)  # distinct tokens: a repeat can only come from the rewrite
+    rewritten = copy_rich_block(block, np.random.default_rng(0), 16, 64)
+    assert len(rewritten) == 512
+    lengths = read_twice_spans(rewritten)
+    assert all(16 <= length <= 64 for length in lengths[:-1])
+    firsts = np.concatenate([rewritten[sum(2 * n for n in lengths[:i]) :][:n] for i, n in enumerate(lengths)])
+    assert list(firsts) == list(block[: len(firsts)])  # the block's own text, in order, about half of it
+
+
+def test_copy_rich_share_rewrites_that_share_of_blocks_the_same_way_every_time():
+    import numpy as np
+    from datasets import Dataset
+
+    blocks = np.arange(400 * 128).reshape(400, 128)
+    dataset = Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+    rich = make_copy_rich(dataset, 0.5, 8, 16, seed=42)
+    rewritten = [i for i, row in enumerate(rich) if row["input_ids"] != list(blocks[i])]
+    assert 160 <= len(rewritten) <= 240  # ~half of 400
+    assert all(rich[i]["labels"] == rich[i]["input_ids"] for i in range(0, 400, 37))
+    again = make_copy_rich(dataset, 0.5, 8, 16, seed=42)
+    assert rich["input_ids"] == again["input_ids"]
+    assert make_copy_rich(dataset, 0.0, 8, 16, seed=42) is dataset
 
 
 def test_local_jsonl_folder_and_txt_load(tmp_path):
