@@ -20,7 +20,15 @@ from common import REPO_ROOT, Stopwatch, comparison, interleaved, median, report
 
 GOAL_CPU = 0.95
 GOAL_GPU = 0.85
-H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM (the PaLM MFU convention)
+# Dense bf16 peak FLOP/s by GPU name, the most specific name first (the PaLM MFU convention: dense, no sparsity).
+# torch names an H100 SXM "NVIDIA H100 80GB HBM3" and an H200 "NVIDIA H200"; the H200 has the H100 SXM's compute.
+BF16_PEAKS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+GPT2_VOCAB = 50257  # a recipe that names GPT-2's tokenizer gets a BPE of that size: the Hub may be out of reach
+
+
+def bf16_peak(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU from its name, or None for a GPU not in BF16_PEAKS (then no MFU is given)."""
+    return next((peak for key, peak in BF16_PEAKS if key in device_name), None)
 
 
 def pretrain_recipe():
@@ -50,7 +58,9 @@ def prepare(recipe: str, max_documents: int, vocab_size: int | None, overrides: 
     )  # fmt: skip
     texts = stdlib_texts("train", max_documents)
     # The Hub may be out of reach (GPU machine): a BPE of GPT-2's size trained here gives GPT-2's shapes.
-    tokenizer = train_bpe_tokenizer(texts, vocab_size or model_args.tokenizer_vocab_size, show_progress=False)
+    if vocab_size is None:
+        vocab_size = GPT2_VOCAB if model_args.tokenizer_name_or_path else model_args.tokenizer_vocab_size
+    tokenizer = train_bpe_tokenizer(texts, vocab_size, show_progress=False)
     import torch
 
     torch.manual_seed(training_args.seed)
@@ -190,8 +200,11 @@ def run(
     }
     if on_gpu:
         result["flops_per_token"] = size.flops_per_token
-        result["mfu_ours"] = median(results["ours"]) * size.flops_per_token / H100_BF16_PEAK
-        result["mfu_bare"] = median(results["bare"]) * size.flops_per_token / H100_BF16_PEAK
+        peak = bf16_peak(result["settings"]["device"])
+        result["bf16_peak"] = f"{peak / 1e12:.0f} TFLOP/s dense bf16" if peak else "unknown GPU: no MFU (BF16_PEAKS)"
+        if peak:
+            result["mfu_ours"] = median(results["ours"]) * size.flops_per_token / peak
+            result["mfu_bare"] = median(results["bare"]) * size.flops_per_token / peak
     return result
 
 
@@ -203,7 +216,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--measure", type=int, default=20)
     parser.add_argument("--max_documents", type=int, default=400)
-    parser.add_argument("--vocab_size", type=int, default=None, help="BPE size (default: the recipe's)")
+    parser.add_argument(
+        "--vocab_size", type=int, default=None, help="BPE size (default: the recipe's; GPT-2's if it names one)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, after --: -- --key value ...")
     args = parser.parse_args()

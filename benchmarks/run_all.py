@@ -28,7 +28,9 @@ QUICK = {
 GPU_HEADING = "## GPU (H100)"
 GPU_NOT_MEASURED = f"""{GPU_HEADING}
 
-The MFU of recipes/gpt2/pretrain.yaml (GPT-2 124M, bf16) has not been measured in this run. On an H100:
+The MFU of recipes/gpt2/pretrain.yaml (GPT-2 124M, bf16) has not been measured in this run. On an H100/H200,
+`bash benchmarks/gpu_check.sh OUT_DIR` measures it and runs the gpt2 pipeline on CUDA (benchmarks/README.md); the
+benchmark alone:
 
     python benchmarks/bench_pretrain.py --recipe recipes/gpt2/pretrain.yaml
 """
