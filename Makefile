@@ -31,10 +31,11 @@ LAUNCH = $(VENV)/bin/accelerate launch --quiet --config_file $(ACCELERATE_CONFIG
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt: the exact versions the suite was run with (the package itself keeps ranges).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 test: setup
@@ -65,14 +66,14 @@ quantize: setup
 	$(PY) recipes/quantize.py --config $(call STAGE_RECIPE,quantize) $(ARGS)
 
 eval: setup
-	$(PY) recipes/evaluate.py --config $(call STAGE_RECIPE,evaluate) $(ARGS)
+	$(PY) recipes/eval.py --config $(call STAGE_RECIPE,evaluate) $(ARGS)
 
 chat: setup
-	$(PY) recipes/generate.py --model $(MODEL) $(if $(SYSTEM),--system "$$SYSTEM") $(if $(PROMPT),--prompt "$$PROMPT") $(ARGS)
+	$(PY) recipes/generate.py --model_name_or_path $(MODEL) $(if $(SYSTEM),--system "$$SYSTEM") $(if $(PROMPT),--prompt "$$PROMPT") $(ARGS)
 
 push: setup
 	@test -n "$(REPO)" || { echo "usage: make push MODEL=<folder> REPO=<user/name>"; exit 2; }
-	$(PY) recipes/push.py --model $(MODEL) --repo_id $(REPO) $(ARGS)
+	$(PY) recipes/push.py --model_name_or_path $(MODEL) --repo_id $(REPO) $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/run_all.py $(ARGS)

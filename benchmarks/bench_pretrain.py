@@ -1,6 +1,6 @@
 """Tokens per second of our pretraining path against a bare PyTorch loop: same model, AdamW, batches and threads.
 
-Ours is what recipes/pretrain.py builds: the recipe's TrainingArguments, PretrainTrainer with its callbacks and
+Ours is what hf_recipes.stages.pretrain builds: the recipe's TrainingArguments, PretrainTrainer with its callbacks and
 default_data_collator over packed blocks. The reference is a plain loop over the same blocks already on the device
 (autocast, clipping and AdamW as the recipe sets them). Both sides alternate, each repeat leaves its warm-up steps
 out, and the median of each side is reported.
@@ -16,7 +16,7 @@ import copy
 import math
 import tempfile
 
-from common import REPO_ROOT, Stopwatch, comparison, interleaved, median, report, stdlib_texts
+from common import Stopwatch, comparison, interleaved, median, report, stdlib_texts
 
 GOAL_CPU = 0.95
 GOAL_GPU = 0.85
@@ -31,23 +31,13 @@ def bf16_peak(device_name: str) -> float | None:
     return next((peak for key, peak in BF16_PEAKS if key in device_name), None)
 
 
-def pretrain_recipe():
-    """recipes/pretrain.py as a module: the benchmark builds the model and the Trainer exactly as the recipe does."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO_ROOT / "recipes" / "pretrain.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    return recipe
-
-
 def prepare(recipe: str, max_documents: int, vocab_size: int | None, overrides: list[str]):
     """The recipe's arguments, a fresh model, and its training split packed into blocks, as the recipe makes them."""
     from datasets import Dataset
 
-    from hf_recipes.configs import parse_stage
+    from hf_recipes.config import parse_stage
     from hf_recipes.data.packing import pack_dataset
-    from hf_recipes.modeling import model_size
+    from hf_recipes.modeling import model_size, pretraining_model
     from hf_recipes.tokenization import train_bpe_tokenizer
 
     output_dir = tempfile.mkdtemp(prefix="bench_pretrain_")
@@ -64,7 +54,7 @@ def prepare(recipe: str, max_documents: int, vocab_size: int | None, overrides: 
     import torch
 
     torch.manual_seed(training_args.seed)
-    model = pretrain_recipe().make_model(model_args, tokenizer)
+    model = pretraining_model(model_args, tokenizer)
     blocks = pack_dataset(Dataset.from_dict({"text": texts}), tokenizer, training_args.block_size)
     return training_args, tokenizer, model, blocks, model_size(model, training_args.block_size)
 
@@ -77,12 +67,12 @@ def enough_blocks(blocks, needed: int):
 
 
 def trainer_side(training_args, tokenizer, base_model, blocks, warmup: int, measure: int, tokens_per_step: int):
-    """One fresh PretrainTrainer run (as recipes/pretrain.py builds it); tokens/s over the steps after warm-up."""
+    """One fresh PretrainTrainer run (as the pretrain stage builds it); tokens/s over the steps after warm-up."""
     from transformers import TrainerCallback, default_data_collator
 
-    from hf_recipes import training
+    from hf_recipes.callbacks import NonFiniteLossCallback, RunLengthCallback
+    from hf_recipes.trainers import PretrainTrainer
 
-    recipe = pretrain_recipe()
     watch = Stopwatch(training_args.device.type)
 
     class StepClock(TrainerCallback):
@@ -97,13 +87,13 @@ def trainer_side(training_args, tokenizer, base_model, blocks, warmup: int, meas
 
     def run() -> float:
         clock = StepClock()
-        trainer = recipe.PretrainTrainer(
+        trainer = PretrainTrainer(
             model=copy.deepcopy(base_model),  # the Trainer wraps the model's forward: never reuse a wrapped one
             args=training_args,
             train_dataset=blocks,
             data_collator=default_data_collator,
             processing_class=tokenizer,
-            callbacks=[training.NonFiniteLossCallback(), training.RunLengthCallback(tokens_per_step), clock],
+            callbacks=[NonFiniteLossCallback(), RunLengthCallback(tokens_per_step), clock],
         )
         trainer.train()
         seconds = clock.times[warmup + measure] - clock.times[warmup]

@@ -67,7 +67,7 @@ def run(recipe: str = "recipes/gpt2-tiny/sft.yaml", examples: int = 480, repeats
     import torch
 
     from hf_recipes.chat import attach_chat_template, tokenize_for_training
-    from hf_recipes.configs import parse_stage
+    from hf_recipes.config import parse_stage
     from hf_recipes.data.sources import load_chat_source
     from hf_recipes.modeling import build_model, gpt2_config
     from hf_recipes.tokenization import train_bpe_tokenizer

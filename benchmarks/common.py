@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere imports the checkout's hf_recipes
-    sys.path.insert(0, str(REPO_ROOT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -93,7 +91,7 @@ def environment() -> dict[str, str]:
     """Machine, library versions, date and commit: what a reader needs to compare a result with another."""
     import torch
 
-    from hf_recipes.runtime import library_versions
+    from hf_recipes.run_folder import library_versions
 
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -69,7 +69,7 @@ def stages(work: Path, tiny: bool) -> list[dict]:
     pretrain += tiny_only(*TINY_TRAIN, *TINY_MODEL, "--torch_compile", "false", "--per_device_train_batch_size", "4")
     pretrain += tiny_only("--gradient_accumulation_steps", "1", "--max_steps", "6", "--warmup_steps", "1")
     pretrain += tiny_only("--eval_steps", "6", "--save_steps", "6", "--tokenizer_vocab_size", "1024")
-    pretrain += tiny_only("--max_documents", "40", "--max_eval_samples", "8", "--per_device_eval_batch_size", "8")
+    pretrain += tiny_only("--max_documents", "40", "--eval_blocks", "8", "--per_device_eval_batch_size", "8")
 
     def chat(recipe: str, model: str, output: str, steps: int) -> list[str]:
         args = ["--config", str(GPU_RECIPES / recipe), "--model_name_or_path", str(work / model)]
@@ -78,9 +78,9 @@ def stages(work: Path, tiny: bool) -> list[dict]:
         return args + tiny_only(*TINY_TRAIN, *TINY_CHAT)
 
     quantize = ["--config", str(GPU_RECIPES / "quantize.yaml"), "--model_name_or_path", str(work / "dpo")]
-    quantize += ["--output_dir", str(work / "quantized-nf4"), "--eval_blocks", "64", "--eval_examples", "128"]
+    quantize += ["--output_dir", str(work / "quantized-nf4"), "--eval_blocks", "64", "--max_eval_examples", "128"]
     quantize += tiny_only("--compute_dtype", "float32", "--block_size", "128", "--eval_blocks", "4")
-    quantize += tiny_only("--eval_examples", "16", "--max_new_tokens", "8", "--eval_batch_size", "16")
+    quantize += tiny_only("--max_eval_examples", "16", "--max_new_tokens", "8", "--eval_batch_size", "16")
     evaluate = ["--config", str(GPU_RECIPES / "evaluate.yaml"), "--outputs_dir", str(work), "--eval_blocks", "64"]
     evaluate += ["--max_eval_examples", "300"]
     evaluate += tiny_only("--block_size", "128", "--eval_blocks", "4", "--max_eval_examples", "16")
@@ -101,7 +101,7 @@ def stages(work: Path, tiny: bool) -> list[dict]:
         },
         {"name": "dpo", "needs": ["sft"], "command": [*launch, "recipes/dpo.py", *chat("dpo.yaml", "sft", "dpo", 60)]},
         {"name": "quantize", "needs": ["dpo"], "command": [*python, "recipes/quantize.py", *quantize]},
-        {"name": "evaluate", "needs": ["pretrain"], "command": [*python, "recipes/evaluate.py", *evaluate]},
+        {"name": "evaluate", "needs": ["pretrain"], "command": [*python, "recipes/eval.py", *evaluate]},
     ]
 
 

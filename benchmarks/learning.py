@@ -15,7 +15,6 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,20 +24,21 @@ HEADER = """# Learning experiments
 
 What the CPU minutes teach: each row is one run of `benchmarks/learning.py` from the recipes' seed, on the built-in
 data (pretraining on the standard library's train modules; exact match of SFT on the 555 held-out functions).
-Minutes are wall-clock on the machine named, pretraining + SFT. Copying probe: loss on 16 held-out 128-token
+Minutes are the training time the stages measured (train_seconds: evaluations left out), pretraining + SFT, on
+the machine named. Copying probe: loss on 16 held-out 128-token
 spans, read once -> repeated right after (a model that can copy predicts the repeat almost perfectly).
 
-| experiment | change | machine, precision | pretrain tokens | minutes | perplexity | copying probe | SFT exact match | by answer tokens 1/2/3/4/5+ | command | commit |
-| --- | --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- | --- |
 """
+COLUMNS = ("experiment", "change", "machine", "pretrain tokens", "minutes", "perplexity", "copying probe", "SFT EM",
+           "EM by answer tokens 1/2/3/4/5+", "command", "commit")  # fmt: skip
 
 
-def run_stage(script: str, recipe: str, output_dir: Path, args: list[str]) -> float:
+def run_stage(script: str, recipe: str, output_dir: Path, args: list[str]) -> dict:
+    """Run one stage (a finished run of the same command is reused) and return its metrics.json."""
     command = [sys.executable, f"recipes/{script}.py", "--config", recipe, "--output_dir", str(output_dir), *args]
     print("$", shlex.join(command), flush=True)
-    started = time.perf_counter()
     subprocess.run(command, cwd=REPO_ROOT, check=True)
-    return time.perf_counter() - started
+    return json.loads((output_dir / "metrics.json").read_text())
 
 
 def machine() -> str:
@@ -66,13 +66,12 @@ def main() -> None:
     args = parser.parse_args()
     pretrain_args = [a for a in args.pretrain_args if a != "--"]
     folder = REPO_ROOT / "outputs" / "learning" / args.name
-    minutes = run_stage("pretrain", args.pretrain_recipe, folder / "pretrain", pretrain_args) / 60
-    pretrained = json.loads((folder / "pretrain" / "metrics.json").read_text())
+    pretrained = run_stage("pretrain", args.pretrain_recipe, folder / "pretrain", pretrain_args)
     sft = {}
     if not args.pretrain_only:
         sft_args = ["--model_name_or_path", str(folder / "pretrain"), *shlex.split(args.sft_args)]
-        minutes += run_stage("sft", args.sft_recipe, folder / "sft", sft_args) / 60
-        sft = json.loads((folder / "sft" / "metrics.json").read_text())
+        sft = run_stage("sft", args.sft_recipe, folder / "sft", sft_args)
+    minutes = (pretrained["train_seconds"] + sft.get("train_seconds", 0.0)) / 60
     by_length = sft.get("exact_match_by_answer_tokens", {})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     command = "python benchmarks/learning.py " + shlex.join(sys.argv[1:])
@@ -90,7 +89,7 @@ def main() -> None:
         commit,
     ]
     if not LEARNING.exists():
-        LEARNING.write_text(HEADER)
+        LEARNING.write_text(HEADER + "\n| " + " | ".join(COLUMNS) + " |\n|" + " --- |" * len(COLUMNS) + "\n")
     with LEARNING.open("a") as file:
         file.write("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |\n")
     print(f"{datetime.now(timezone.utc):%H:%M} row added to {LEARNING}:\n" + " | ".join(row))

@@ -216,3 +216,17 @@ def tokenize_for_training(
         rows.append({"input_ids": input_ids, "labels": labels if assistant_only else list(input_ids)})
         kept.append(conversation)
     return rows, kept
+
+
+def log_training_rows(tokenizer: PreTrainedTokenizerBase, rows: list[dict], kept: list[dict], total: int) -> None:
+    """What SFT trains: tokens in all and trained, and the first example with its trained tokens marked «»."""
+    from hf_recipes.runtime import logger
+
+    trained = sum(sum(label != -100 for label in row["labels"]) for row in rows)
+    logger.info(
+        "Train tokens: %s in total, %s of them trained (assistant answers and their eos); %d of %d conversations",
+        *(f"{sum(len(row['input_ids']) for row in rows):,}", f"{trained:,}", len(kept), total),
+    )
+    logger.info(
+        "First training example, trained tokens in «»:\n%s", render_trained_tokens(tokenizer, kept[0]["messages"])
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from hf_recipes.modeling import context_length
 from hf_recipes.runtime import RecipeError
 from hf_recipes.tokenization import check_special_tokens
 
@@ -24,25 +26,9 @@ Conversation = dict[str, list[dict[str, str]]]
 
 def load_metric(name: str):
     """An `evaluate` module from hf_recipes/metrics/<name>.py, loaded by path so nothing is downloaded."""
-    return import_evaluate_package().load(str(METRICS_DIR / f"{name}.py"))
+    import evaluate
 
-
-def import_evaluate_package():
-    """The `evaluate` package, even from a recipe script: `python recipes/x.py` puts recipes/ first on sys.path,
-    where recipes/evaluate.py would shadow the package."""
-    import importlib
-    import sys
-
-    module = sys.modules.get("evaluate")
-    if module is not None and hasattr(module, "load"):
-        return module
-    sys.modules.pop("evaluate", None)
-    saved = sys.path[:]
-    sys.path[:] = [entry for entry in sys.path if not (Path(entry or ".") / "evaluate.py").is_file()]
-    try:
-        return importlib.import_module("evaluate")
-    finally:
-        sys.path[:] = saved
+    return evaluate.load(str(METRICS_DIR / f"{name}.py"))
 
 
 @contextmanager
@@ -117,12 +103,6 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, conversation: Conversation
     return prompt, messages[-1]["content"]
 
 
-def context_length(model: PreTrainedModel) -> int | None:
-    """Positions the model can attend to (GPT-2's n_positions), or None when the config does not say."""
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
 @dataclass(frozen=True)
 class Answer:
     text: str
@@ -145,7 +125,7 @@ def generate_answers(
     prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
     # The template writes bos itself; add_special_tokens=False keeps tokenizers that add one from doubling it.
     token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    limit = context_length(model)
+    limit = context_length(model.config)
     too_long = [len(ids) for ids in token_ids if limit and len(ids) + max_new_tokens > limit]
     if too_long:
         raise RecipeError(
@@ -200,7 +180,7 @@ def fitting_conversations(
     max_new_tokens: int,
 ) -> list[Conversation]:
     """The conversations whose prompt plus `max_new_tokens` fits the model's context."""
-    limit = context_length(model)
+    limit = context_length(model.config)
     if limit is None:
         return list(conversations)
     prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
@@ -277,6 +257,28 @@ def exact_match_by_answer_length(
     }
 
 
-def folder_size_bytes(folder: Path | str) -> int:
-    """Bytes on disk of a model folder's weight files (model*.safetensors, every shard)."""
-    return sum(path.stat().st_size for path in Path(folder).glob("model*.safetensors") if path.is_file())
+def copying_probe(model, validation, block_size: int) -> dict[str, float]:
+    """Can the model copy? Loss on a repeated held-out span vs its first reading (logged; see repeated_span_loss)."""
+    span = min(128, block_size // 2)
+    blocks = [row["input_ids"] for row in itertools.islice(validation, 16)]  # works on streamed data too
+    copying = repeated_span_loss(model, blocks, span)
+    logger.info(
+        "Copying probe: loss %.2f on %d-token held-out spans, %.2f on the same spans repeated right after "
+        "(a model that can copy predicts a repeat almost perfectly)",
+        copying["loss_first"],
+        span,
+        copying["loss_repeat"],
+    )
+    return copying
+
+
+def scores_of_stage(model, tokenizer, conversations, data_args, batch_size: int, when: str) -> dict[str, Any]:
+    """Exact match and stop rate of a chat stage's model on its held-out conversations, logged; `when` is
+    'before' (only the two headline numbers, suffixed _before) or 'after' (every number chat_task_metrics gives)."""
+    logger.info("Exact match and stop rate %s training, on %d held-out conversations", when, len(conversations))
+    scores = chat_task_metrics(model, tokenizer, conversations, data_args.eval_max_new_tokens, batch_size)
+    if when == "after":
+        return scores
+    before = {"exact_match_before": scores["exact_match"], "stop_rate_before": scores["stop_rate"]}
+    logger.info("Before training: %s", before)
+    return before

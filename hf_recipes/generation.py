@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, TextStreamer, set_seed
 
+from hf_recipes.modeling import context_length
 from hf_recipes.runtime import RecipeError
 
 logger = logging.getLogger("hf_recipes")
@@ -119,7 +120,7 @@ def stream_reply(
     Generation ends at eos or after `settings.max_new_tokens`; the prompt and special tokens are not printed.
     """
     ids = prompt_ids(tokenizer, messages)
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    limit = context_length(model.config)
     if limit and len(ids) + settings.max_new_tokens > limit:
         raise RecipeError(
             f"the conversation is {len(ids)} tokens; with {settings.max_new_tokens} new tokens it passes the "
@@ -166,7 +167,7 @@ def chat_loop(
     Returns the conversation, so a caller (or a test) can see what the model was shown.
     """
     stream = stream or sys.stdout
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    limit = context_length(model.config)
     messages: Messages = [{"role": "system", "content": system}] if system else []
     while True:
         try:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from hf_recipes.runtime import RecipeError
 
@@ -228,3 +228,101 @@ def merge_lora(base_name_or_path: str, adapter_dir: str, revision: str | None = 
 
     base = load_model(base_name_or_path, revision=revision, dtype=torch.float32)
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+
+
+def context_length(config) -> int | None:
+    """Positions a model config can attend to (GPT-2's n_positions), or None when it does not say."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def max_length_within_positions(max_length: int, config) -> int:
+    """`max_length` capped at the model's context: a longer example would index past its position embeddings."""
+    positions = context_length(config)
+    if not positions or max_length <= positions:
+        return max_length
+    logger.warning(
+        "max_length %d is more than the model's %d positions: examples longer than %d tokens are left out",
+        *(max_length, positions, positions),
+    )
+    return positions
+
+
+def pretraining_context_length(model_args) -> int:
+    """The context length the model will have, known before any weights load."""
+    if model_args.model_name_or_path is None:
+        return model_args.n_positions or PRESETS.get(model_args.preset, {}).get("n_positions", 0)
+    try:
+        config = AutoConfig.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            trust_remote_code=model_args.trust_remote_code,
+        )
+    except (OSError, ValueError) as error:
+        raise explain_load_error(model_args.model_name_or_path, model_args.model_revision, "config", error) from error
+    return context_length(config)
+
+
+def pretraining_model(model_args, tokenizer):
+    """A fresh GPT-2 of the preset (and overrides) sized to the tokenizer, or the named model to continue from."""
+    if model_args.model_name_or_path is None:
+        config = gpt2_config(
+            model_args.preset,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            dropout=model_args.dropout,
+            n_layer=model_args.n_layer,
+            n_head=model_args.n_head,
+            n_embd=model_args.n_embd,
+            n_positions=model_args.n_positions,
+        )
+        return build_model(config)
+    model = load_model(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=model_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation or "sdpa",
+    )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # e.g. the pad token we added to GPT-2's
+        model.resize_token_embeddings(pad_vocab_size(len(tokenizer)))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def tokens_per_step(training_args) -> int:
+    """per-device batch x devices x accumulation x block_size, e.g. 4 x 1 x 1 x 512 = 2,048 tokens/step."""
+    args = training_args
+    return args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps * args.block_size
+
+
+def log_pretraining_plan(size: ModelSize, training_args, train_blocks: int | None, eval_blocks: int | None) -> None:
+    """What a user needs to trust a pretraining run at its start: model, data, tokens per step and in all, FLOPs."""
+    step_tokens = tokens_per_step(training_args)
+    if training_args.max_steps > 0:
+        total_tokens = training_args.max_steps * step_tokens
+    else:
+        total_tokens = round(training_args.num_train_epochs * (train_blocks or 0) * training_args.block_size)
+    logger.info("Model: %s", size.describe())
+    if train_blocks is not None:
+        logger.info(
+            "Data: %s train blocks, %s validation blocks of %d tokens",
+            *(f"{train_blocks:,}", f"{eval_blocks:,}", training_args.block_size),
+        )
+    logger.info(
+        "Tokens per optimizer step: %s; total training tokens: %s; compute: %.2f PFLOPs",
+        *(f"{step_tokens:,}", f"{total_tokens:,}", total_tokens * size.flops_per_token / 1e15),
+    )
+
+
+def load_chat_model(
+    model_args, quantization_config=None, name_or_path: str | None = None, revision: str | None = None
+):
+    """The model a chat stage (SFT, DPO) trains or scores against, as its ModelConfig asks (dtype, attention)."""
+    return load_model(
+        name_or_path or model_args.model_name_or_path,
+        revision=revision if name_or_path else model_args.model_revision,
+        dtype=model_args.dtype,
+        quantization_config=quantization_config,
+        attn_implementation=model_args.attn_implementation or "sdpa",
+    )

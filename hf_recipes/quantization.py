@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from hf_recipes.evaluation import chat_task_metrics, folder_size_bytes, perplexity
-from hf_recipes.runtime import RecipeError, write_metrics
+from hf_recipes.evaluation import chat_task_metrics, perplexity
+from hf_recipes.run_folder import NOT_VERIFIED_FILE, folder_size_bytes, model_folder_kind, write_metrics
+from hf_recipes.runtime import RecipeError
 
 logger = logging.getLogger("hf_recipes")
 
-NOT_VERIFIED_FILE = "NOT_VERIFIED.txt"
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -33,19 +33,6 @@ def require_bitsandbytes() -> None:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def model_folder_kind(folder: Path | str) -> str:
-    """'model' (config.json + model*.safetensors) or 'adapter' (a LoRA adapter only); anything else is an error."""
-    path = Path(folder)
-    if not path.is_dir():
-        raise RecipeError(f"model folder not found: {folder}")
-    has_weights = any(path.glob("model*.safetensors"))
-    if (path / "config.json").is_file() and has_weights:
-        return "model"
-    if (path / "adapter_config.json").is_file() and (path / "adapter_model.safetensors").is_file():
-        return "adapter"
-    raise RecipeError(f"{folder} holds no model (no config.json / *.safetensors)")
 
 
 def adapter_base(folder: Path | str) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from hf_recipes.evaluation import answer_length_order
-from hf_recipes.runtime import read_metrics
 
 logger = logging.getLogger("hf_recipes")
 
@@ -34,12 +33,6 @@ class StageResult:
     # {"1": {"exact_match": .., "examples": ..}, .., "5+": ..}: see evaluation.exact_match_by_answer_length
     exact_match_by_answer_tokens: dict[str, dict[str, float]] | None = None
     resumed_from_step: int | None = None  # train_seconds then timed only the steps after it
-
-
-def weights_fingerprint(folder: Path) -> str:
-    """Size and modification time of every weights file: changes whenever a stage rewrites its model."""
-    files = sorted(folder.glob("*.safetensors"))
-    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
 
 def present_stages(outputs_dir: Path, stages: list[str]) -> list[tuple[str, Path]]:
@@ -201,10 +194,3 @@ def _log_history(folder: Path) -> list[dict]:
     """The newest checkpoint's trainer log (the final folder keeps no trainer_state.json of its own)."""
     states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     return json.loads(states[-1].read_text()).get("log_history", []) if states else []
-
-
-def training_time(folder: Path) -> dict[str, Any]:
-    """The stage's own measured training time, when it recorded one, and the checkpoint step a resumed run started
-    from (its train_seconds then cover only the steps after it): StageResult's two timing fields, from one read."""
-    metrics = read_metrics(folder)
-    return {"train_seconds": metrics.get("train_seconds"), "resumed_from_step": metrics.get("resumed_from_step")}

@@ -98,3 +98,18 @@ def check_special_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
             f"the tokenizer's pad token {tokenizer.pad_token!r} is its eos token: the collator would mask every eos "
             "label and the model would never learn to stop; use a distinct pad token"
         )
+
+
+def pretraining_tokenizer(model_args, train_texts, resume_dir):
+    """Reuse the run's own tokenizer on resume; else the named one, the model's, or a new BPE on the train split."""
+    if resume_dir is not None:
+        return load_tokenizer(str(resume_dir.parent))
+    source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if source:
+        return load_tokenizer(
+            source, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+        )
+    logger.info(
+        "Training a byte-level BPE tokenizer (vocab %d) on the training split", model_args.tokenizer_vocab_size
+    )
+    return train_bpe_tokenizer(train_texts, vocab_size=model_args.tokenizer_vocab_size)

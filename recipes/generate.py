@@ -1,46 +1,12 @@
 """Talk to a model folder (full, merged, LoRA adapter or 4-bit) through its own chat template.
 
-    python recipes/generate.py --model outputs/gpt2-tiny/quantized-nf4 --prompt "Extract the function name ..."
-    python recipes/generate.py --model outputs/gpt2-tiny/sft        # interactive: type 'exit' or Ctrl-D to leave
+    python recipes/generate.py --model_name_or_path outputs/gpt2-tiny/quantized-nf4 [--prompt ...]
 
-Sampling: --temperature 0.7 --top_k 50 --top_p 0.9 --repetition_penalty 1.1 --max_new_tokens 64 --seed 0
-(--temperature 0 or --do_sample false decodes greedily).
+The stage's code is hf_recipes/stages/generate.py; `hf-recipes generate ...` runs the same.
 """
 
-import sys
-
-from hf_recipes.configs import parse_stage
-from hf_recipes.generation import chat_loop, check_sampling, load_for_generation, stream_reply
-from hf_recipes.quantization import model_folder_kind
 from hf_recipes.runtime import run_recipe
-
-
-def main(argv: list[str]) -> None:
-    args, sampling = parse_stage("generate", argv)
-    # A missing or empty folder and impossible sampling settings fail here, before anything loads.
-    kind = model_folder_kind(args.model)
-    check_sampling(sampling)
-    model, tokenizer = load_for_generation(args.model)
-
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    if args.prompt is not None:
-        stream_reply(model, tokenizer, [*messages, {"role": "user", "content": args.prompt}], sampling)
-        return
-
-    quantized = "4-bit" if getattr(model, "is_loaded_in_4bit", False) else kind
-    print(f"Chatting with {args.model} ({quantized}) - 'exit' or Ctrl-D to leave.", file=sys.stderr)
-    chat_loop(model, tokenizer, sampling, system=args.system, read=_read_line)
-
-
-def _read_line(prompt: str) -> str:
-    """input() when a person types; a plain read when stdin is piped, so replies are not mixed with '> '."""
-    if sys.stdin.isatty():
-        return input(prompt)
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line.rstrip("\n")
-
+from hf_recipes.stages.generate import main
 
 if __name__ == "__main__":
     run_recipe(main)

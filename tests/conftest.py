@@ -22,21 +22,11 @@ TINY_PRETRAIN_RUN = [
     "--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"),
     "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
     "--block_size", "64", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-    "--max_documents", "12", "--max_eval_samples", "16",
+    "--max_documents", "12", "--eval_blocks", "16",
     "--max_steps", "4", "--warmup_steps", "0", "--logging_steps", "1",
     "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "3",
     "--report_to", "none", "--disable_tqdm", "true",
 ]  # fmt: skip
-
-
-def load_recipe(stage: str):
-    """recipes/<stage>.py as a fresh module (the recipes are scripts, not a package), so tests can call its main."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{stage}_recipe", REPO_ROOT / "recipes" / f"{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Test-only launcher: run a recipe's `main` in this process with a fault injected, so it dies as a real run would.
 
-    python tests/fault_launcher.py recipes/pretrain.py [recipe args ...]
+    python tests/fault_launcher.py pretrain [recipe args ...]     (a stage of hf_recipes.stages)
 
 Faults come from environment variables, so the recipe's own arguments pass through untouched:
 
@@ -11,19 +11,12 @@ Faults come from environment variables, so the recipe's own arguments pass throu
 The recipes themselves carry no test hooks: everything is patched here, on the library classes.
 """
 
-import importlib.util
+import importlib
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-
-
-def load_recipe(path: Path):
-    spec = importlib.util.spec_from_file_location(f"{path.stem}_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def inject_faults() -> None:
@@ -53,6 +46,8 @@ def inject_faults() -> None:
 
 
 if __name__ == "__main__":
-    recipe = load_recipe(Path(sys.argv[1]))
+    from hf_recipes.runtime import run_recipe
+
+    stage = importlib.import_module(f"hf_recipes.stages.{sys.argv[1]}")
     inject_faults()
-    recipe.runtime.run_recipe(recipe.main, sys.argv[2:])
+    run_recipe(stage.main, sys.argv[2:])

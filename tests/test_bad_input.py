@@ -20,11 +20,12 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 from hf_recipes import modeling
 from hf_recipes.chat import attach_chat_template
 from hf_recipes.runtime import run_recipe
+from hf_recipes.stages import dpo, pretrain, quantize, sft
 from hf_recipes.tokenization import load_tokenizer
-from tests.conftest import REPO_ROOT, load_recipe
+from tests.conftest import REPO_ROOT
 from tests.tiny import save_tiny_model_folder, tiny_model, tiny_tokenizer
 
-RECIPES = {stage: load_recipe(stage) for stage in ("pretrain", "sft", "dpo", "quantize")}
+RECIPES = {"pretrain": pretrain, "sft": sft, "dpo": dpo, "quantize": quantize}
 TINY = REPO_ROOT / "recipes" / "gpt2-tiny"
 ANSWERED = {"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]}
 PAIR = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."}
@@ -286,7 +287,7 @@ def test_a_tokenizer_without_pad_gets_a_distinct_one_and_pretraining_grows_the_e
     output = tmp_path / "pretrain"
     RECIPES["pretrain"].main(
         ["--config", str(TINY / "pretrain.yaml"), "--model_name_or_path", str(tmp_path / "hub_like"), *FAST_PRETRAIN,
-         "--max_steps", "1", "--per_device_train_batch_size", "2", "--max_eval_samples", "2", "--eval_steps", "1",
+         "--max_steps", "1", "--per_device_train_batch_size", "2", "--eval_blocks", "2", "--eval_steps", "1",
          "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(output)]
     )  # fmt: skip
     saved = AutoTokenizer.from_pretrained(output)

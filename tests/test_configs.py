@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_recipes.configs import STAGE_ARGUMENTS, RecipeParser, parse_stage, stage_of_recipe
+from hf_recipes.config import STAGE_ARGUMENTS, RecipeParser, parse_stage, stage_of_recipe
 from hf_recipes.runtime import RecipeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -12,10 +12,9 @@ from hf_recipes.chat import attach_chat_template
 from hf_recipes.data import stdlib
 from hf_recipes.data.sources import load_preference_source, load_preference_splits
 from hf_recipes.runtime import RecipeError
-from tests.conftest import REPO_ROOT, load_recipe
+from hf_recipes.stages import dpo
+from tests.conftest import REPO_ROOT
 from tests.tiny import save_tiny_model_folder
-
-dpo = load_recipe("dpo")
 
 TINY_DPO = [
     "--max_train_examples", "16", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",

@@ -14,7 +14,6 @@ from hf_recipes.evaluation import (
     chat_task_metrics,
     exact_match_by_answer_length,
     fitting_conversations,
-    folder_size_bytes,
     generate_answers,
     load_metric,
     perplexity,
@@ -22,6 +21,7 @@ from hf_recipes.evaluation import (
     repeated_span_loss,
 )
 from hf_recipes.report import StageResult, answer_length_table, markdown_table
+from hf_recipes.run_folder import folder_size_bytes
 from hf_recipes.runtime import RecipeError
 from tests.tiny import tiny_model, tiny_tokenizer
 

@@ -9,11 +9,11 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
-from importlib.util import module_from_spec, spec_from_file_location
 
 import pytest
 
-from hf_recipes.configs import SamplingArguments, parse_stage
+from hf_recipes.config import parse_stage
+from hf_recipes.config.tools import SamplingArguments
 from hf_recipes.data.stdlib import SYSTEM_PROMPT
 from hf_recipes.evaluation import generate_answers
 from hf_recipes.generation import chat_loop, fit_history, generation_config, prompt_ids, stream_reply
@@ -152,24 +152,24 @@ def test_a_message_too_long_for_the_context_is_reported_and_the_chat_goes_on(tok
 
 def test_generate_stage_gives_did_you_mean_errors():
     with pytest.raises(RecipeError, match="did you mean 'temperature'"):
-        parse_stage("generate", ["--model", "m", "--temprature", "0.5"])
-    args, sampling = parse_stage("generate", ["--model", "m", "--prompt", "hi", "--top_k", "1", "--seed", "3"])
-    assert (args.model, args.prompt, sampling.top_k, sampling.seed) == ("m", "hi", 1, 3)
+        parse_stage("generate", ["--model_name_or_path", "m", "--temprature", "0.5"])
+    flags = ["--model_name_or_path", "m", "--prompt", "hi", "--top_k", "1", "--seed", "3"]
+    args, sampling = parse_stage("generate", flags)
+    assert (args.model_name_or_path, args.prompt, sampling.top_k, sampling.seed) == ("m", "hi", 1, 3)
 
 
 def load_script():
-    spec = spec_from_file_location("generate_recipe", os.path.join(REPO_ROOT, "recipes", "generate.py"))
-    script = module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    from hf_recipes.stages import generate
+
+    return generate
 
 
 def test_generate_script_refuses_a_folder_without_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("no model here")
     with pytest.raises(RecipeError, match=re.escape(f"{tmp_path} holds no model (no config.json / *.safetensors)")):
-        load_script().main(["--model", str(tmp_path)])
+        load_script().main(["--model_name_or_path", str(tmp_path)])
     with pytest.raises(RecipeError, match=r"model folder not found: .*missing"):
-        load_script().main(["--model", str(tmp_path / "missing")])
+        load_script().main(["--model_name_or_path", str(tmp_path / "missing")])
 
 
 def test_generate_script_answers_once_and_chats_from_stdin(tmp_path, tokenizer, capsys):
@@ -177,7 +177,8 @@ def test_generate_script_answers_once_and_chats_from_stdin(tmp_path, tokenizer, 
     lively_model(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     user = question(0, system=False)
-    flags = ["--model", str(folder), "--temperature", "0", "--repetition_penalty", "1", "--max_new_tokens", "8"]
+    flags = ["--model_name_or_path", str(folder), "--temperature", "0", "--repetition_penalty", "1"]
+    flags += ["--max_new_tokens", "8"]
     load_script().main([*flags, "--prompt", user[0]["content"]])
     assert capsys.readouterr().out.strip() == reply(lively_model(tokenizer), tokenizer, user, GREEDY)[0]
 
@@ -226,4 +227,4 @@ def test_make_chat_talks_to_the_model_of_the_variant_it_is_given(variables, mode
     command = ["make", "--no-print-directory", "-s", "chat", f"PY={print_argv}", *variables]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     argv = json.loads(result.stdout.splitlines()[-1])
-    assert argv[argv.index("--model") + 1] == model
+    assert argv[argv.index("--model_name_or_path") + 1] == model

@@ -13,7 +13,7 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData, constants, scan_cache_dir
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from hf_recipes import hub, runtime
+from hf_recipes import hub, model_card, run_folder
 from hf_recipes.runtime import RecipeError
 from tests.fake_hub import FakeHubServer
 from tests.hub_cache import make_hub_cache
@@ -47,7 +47,7 @@ def stage_folder(folder: Path, run_config: dict | None = None, metrics: dict | N
     if run_config is not None:
         (folder / "run_config.yaml").write_text(yaml.safe_dump(run_config))
     if metrics is not None:
-        runtime.write_metrics(folder, metrics)
+        run_folder.write_metrics(folder, metrics)
     junk = {
         "training_args.bin": b"\x80\x04 hub_token " + TOKEN.encode(),  # what the Trainer pickles: token included
         "optimizer.pt": b"\x80\x04",
@@ -91,7 +91,7 @@ def section(card_text: str, heading: str) -> str:
 def headline(card_text: str) -> dict[str, str]:
     """The 'this model' results table as {label: value}."""
     rows = re.findall(r"^\| (.+?) \| (.+?) \|$", section(card_text, "Results"), flags=re.MULTILINE)
-    return dict(rows[2 : 2 + len(hub.HEADLINE_METRICS)])
+    return dict(rows[2 : 2 + len(model_card.HEADLINE_METRICS)])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_secret_straddling_two_chunks_is_found(tmp_path):
 def test_card_of_a_lora_sft_run_has_hub_metadata_and_only_measured_numbers(tmp_path):
     metrics = {"exact_match": 0.8125, "exact_match_before": 0.0625, "stop_rate": 1.0, "eval_loss": 0.73456789}
     folder = stage_folder(tmp_path / "sft", sft_run_config(), metrics)
-    card = ModelCard.load(hub.write_model_card(folder, "me/tiny-chat"))
+    card = ModelCard.load(model_card.write_model_card(folder, "me/tiny-chat"))
 
     data = card.data.to_dict()
     assert data["pipeline_tag"] == "text-generation" and data["license"] == "mit"
@@ -187,8 +187,9 @@ def test_card_of_an_unverified_4bit_export_says_so_first_and_reports_the_4bit_nu
     }
     quantization = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
     folder = stage_folder(tmp_path / "quantized-nf4", run_config, metrics, quantization_config=quantization)
-    (folder / hub.NOT_VERIFIED_FILE).write_text("This 4-bit export failed verification: perplexity ratio 1.575.\n")
-    card = ModelCard.load(hub.write_model_card(folder, "me/tiny-4bit"))
+    not_verified = "This 4-bit export failed verification: perplexity ratio 1.575.\n"
+    (folder / run_folder.NOT_VERIFIED_FILE).write_text(not_verified)
+    card = ModelCard.load(model_card.write_model_card(folder, "me/tiny-4bit"))
 
     data = card.data.to_dict()
     assert {"4-bit", "bitsandbytes", "nf4", "not-verified"} <= set(data["tags"])
@@ -211,7 +212,7 @@ def test_card_of_a_pretrained_base_model_shows_text_completion_not_chat(tmp_path
         "stage": "pretrain",
     }
     folder = stage_folder(tmp_path / "pretrain", run_config, {"perplexity": 12.5, "initial_perplexity": 8000.0})
-    card = ModelCard.load(hub.write_model_card(folder, "me/base"))
+    card = ModelCard.load(model_card.write_model_card(folder, "me/base"))
     assert "pretraining" in card.data.tags and "base_model" not in card.data.to_dict()
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     assert [(r.metric_type, r.metric_value, r.dataset_type) for r in results] == [("perplexity", 12.5, "stdlib")]
@@ -225,7 +226,7 @@ def test_card_of_an_adapter_only_folder_loads_it_with_peft_onto_its_base(tmp_pat
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "openai-community/gpt2"}))
     (folder / "adapter_model.safetensors").write_text("{}")
-    card = ModelCard.load(hub.write_model_card(folder, "me/lora"))
+    card = ModelCard.load(model_card.write_model_card(folder, "me/lora"))
     data = card.data.to_dict()
     assert data["library_name"] == "peft" and data["base_model"] == "openai-community/gpt2"
     assert data["base_model_relation"] == "adapter" and "lora" in data["tags"]
@@ -234,7 +235,7 @@ def test_card_of_an_adapter_only_folder_loads_it_with_peft_onto_its_base(tmp_pat
 
 def test_card_without_metrics_or_recipe_claims_nothing(tmp_path):
     folder = stage_folder(tmp_path / "bare")
-    card = ModelCard.load(hub.write_model_card(folder))
+    card = ModelCard.load(model_card.write_model_card(folder))
     assert "model-index" not in card.data.to_dict() and "base_model" not in card.data.to_dict()
     assert set(headline(card.text).values()) == {"not measured"}
     assert "nothing about this model was measured" in card.text
@@ -270,9 +271,8 @@ def test_push_cli_uploads_one_private_commit_with_a_valid_card_and_no_token(tmp_
     folder = stage_folder(tmp_path / "sft", sft_run_config(), {"exact_match": 0.75, "stop_rate": 0.9})
     (folder / "training_args.bin").unlink()  # the recipes delete it; a leftover one is refused (test below)
     with FakeHubServer(TOKEN) as fake:
-        result = run_push(
-            tmp_path, fake.url, TOKEN, "--model", str(folder), "--repo_id", "me/tiny-chat", "--private", "true"
-        )
+        flags = ["--model_name_or_path", str(folder), "--repo_id", "me/tiny-chat", "--private", "true"]
+        result = run_push(tmp_path, fake.url, TOKEN, *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     repo = fake.repos["me/tiny-chat"]
     assert repo.private and repo.create_payload["visibility"] == "private"
@@ -292,7 +292,7 @@ def test_push_cli_wrong_token_is_one_line_error_without_the_token(tmp_path):
     folder = stage_folder(tmp_path / "sft", sft_run_config())
     (folder / "training_args.bin").unlink()
     with FakeHubServer(TOKEN) as fake:
-        wrong = run_push(tmp_path, fake.url, TOKEN + "x", "--model", str(folder), "--repo_id", "me/m")
+        wrong = run_push(tmp_path, fake.url, TOKEN + "x", "--model_name_or_path", str(folder), "--repo_id", "me/m")
     assert wrong.returncode == 2
     last = wrong.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the Hub refused the push to me/m: ") and "401" in last and "HF_TOKEN" in last
@@ -331,13 +331,13 @@ def test_private_push_refuses_an_existing_public_repo(tmp_path, online_fake_hub)
 def test_unverified_export_is_pushed_only_when_allowed(tmp_path, online_fake_hub):
     folder = stage_folder(tmp_path / "q", {"config": {"QuantizeArguments": {}}})
     (folder / "training_args.bin").unlink()
-    (folder / hub.NOT_VERIFIED_FILE).write_text("failed")
+    (folder / run_folder.NOT_VERIFIED_FILE).write_text("failed")
     with pytest.raises(RecipeError, match="failed verification"):
         hub.push_folder(folder, "me/q", token=TOKEN)
     assert online_fake_hub.requests == []
     hub.push_folder(folder, "me/q", token=TOKEN, allow_not_verified=True)
     files = online_fake_hub.repos["me/q"].files
-    assert hub.NOT_VERIFIED_FILE in files and b"NOT VERIFIED" in files["README.md"]
+    assert run_folder.NOT_VERIFIED_FILE in files and b"NOT VERIFIED" in files["README.md"]
 
 
 def test_push_without_a_token_says_how_to_get_one(tmp_path, monkeypatch, online_fake_hub):
@@ -395,7 +395,7 @@ def test_card_snippet_loads_and_chats_with_a_hub_id_from_the_offline_cache(tmp_p
     tiny_model(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "run_config.yaml").write_text(yaml.safe_dump(sft_run_config()))
-    card = ModelCard.load(hub.write_model_card(folder, "org/tiny-chat"))
+    card = ModelCard.load(model_card.write_model_card(folder, "org/tiny-chat"))
     snippet = section(card.text, "Use it").split("```python\n")[1].split("```")[0]
     make_hub_cache(tmp_path / "cache", "org/tiny-chat", folder)
 
@@ -433,9 +433,9 @@ def test_load_model_of_an_uncached_hub_id_offline_says_so(tmp_path, monkeypatch)
 
 
 def pretrain_main():
-    from tests.conftest import load_recipe
+    from hf_recipes.stages import pretrain
 
-    return load_recipe("pretrain").main
+    return pretrain.main
 
 
 def test_a_training_run_pushes_once_at_the_end_and_the_trainer_never_pushes(tmp_path, monkeypatch, online_fake_hub):

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from hf_recipes import precision
-from hf_recipes.configs import parse_stage
-from hf_recipes.runtime import write_run_config
+from hf_recipes.config import parse_stage
+from hf_recipes.run_folder import write_run_config
 
 PRETRAIN = "recipes/gpt2-tiny/pretrain.yaml"
 SFT = "recipes/gpt2-tiny/sft.yaml"

@@ -9,10 +9,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_recipes.runtime import RecipeError
-from tests.conftest import TINY_PRETRAIN_RUN, load_recipe
+from hf_recipes.stages import pretrain
+from tests.conftest import TINY_PRETRAIN_RUN
 from tests.tiny import save_tiny_model_folder
-
-pretrain = load_recipe("pretrain")
 
 
 def run(output_dir, *extra):

@@ -8,27 +8,25 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hf_recipes.configs import parse_stage
-from hf_recipes.evaluation import folder_size_bytes, generate_answers
+from hf_recipes.config import parse_stage
+from hf_recipes.evaluation import generate_answers
 from hf_recipes.modeling import load_model
 from hf_recipes.quantization import (
-    NOT_VERIFIED_FILE,
     bnb_config,
     export_4bit,
     full_precision_folder,
     linear4bit_count,
     load_full_precision,
-    model_folder_kind,
     require_bitsandbytes,
     verify_export,
 )
+from hf_recipes.run_folder import NOT_VERIFIED_FILE, folder_size_bytes, model_folder_kind
 from hf_recipes.runtime import RecipeError, run_recipe
 from tests.test_evaluation import chat_tokenizer, conversations, one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.tiny import _sample_texts, tiny_model
@@ -269,12 +267,11 @@ def test_quantize_recipe_exports_verifies_and_fails_past_the_limit(
 
     monkeypatch.setattr(stdlib, "validation_token_blocks", validation_token_blocks, raising=False)
     monkeypatch.setattr(stdlib, "function_name_conversations", function_name_conversations)
-    spec = spec_from_file_location("quantize_recipe", REPO_ROOT / "recipes" / "quantize.py")
-    script = module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from hf_recipes.stages import quantize as script
+
     output = tmp_path / "quantized"
     argv = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/quantize.yaml"), "--model_name_or_path", str(full_folder),
-            "--output_dir", str(output), "--block_size", str(BLOCK), "--eval_blocks", "8", "--eval_examples", "3",
+            "--output_dir", str(output), "--block_size", str(BLOCK), "--eval_blocks", "8", "--max_eval_examples", "3",
             "--max_new_tokens", "4"]  # fmt: skip
     script.main(argv)
     metrics = json.loads((output / "metrics.json").read_text())

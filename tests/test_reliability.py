@@ -20,13 +20,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from hf_recipes import training
+from hf_recipes import checkpoints as training
 from hf_recipes.chat import attach_chat_template
 from hf_recipes.runtime import RecipeError, run_recipe
-from tests.conftest import REPO_ROOT, TINY_PRETRAIN_RUN, load_recipe
+from hf_recipes.stages import dpo, pretrain, sft
+from tests.conftest import REPO_ROOT, TINY_PRETRAIN_RUN
 from tests.tiny import save_tiny_model_folder
 
-RECIPES = {stage: load_recipe(stage) for stage in ("pretrain", "sft", "dpo")}
+RECIPES = {"pretrain": pretrain, "sft": sft, "dpo": dpo}
 LAUNCHER = REPO_ROOT / "tests" / "fault_launcher.py"
 
 PRETRAIN = [*TINY_PRETRAIN_RUN, "--max_steps", "8", "--save_total_limit", "10"]  # later options win
@@ -55,7 +56,7 @@ def launch(stage: str, argv: list[str], output_dir: Path, **faults) -> subproces
     """The recipe as its own process (through the fault launcher), its stdout/stderr in <output_dir>.out/.err."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.update({f"FAULT_{name.upper()}": str(value) for name, value in faults.items()})
-    command = [sys.executable, str(LAUNCHER), str(REPO_ROOT / f"recipes/{stage}.py"), *argv]
+    command = [sys.executable, str(LAUNCHER), stage, *argv]
     with open(f"{output_dir}.out", "w") as out, open(f"{output_dir}.err", "w") as err:
         return subprocess.Popen(
             [*command, "--output_dir", str(output_dir)], env=env, stdout=out, stderr=err, cwd=REPO_ROOT

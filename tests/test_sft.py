@@ -9,10 +9,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from hf_recipes.runtime import RecipeError
-from tests.conftest import REPO_ROOT, load_recipe
+from hf_recipes.stages import sft
+from tests.conftest import REPO_ROOT
 from tests.tiny import save_tiny_model_folder
-
-sft = load_recipe("sft")
 
 TINY_SFT = [
     "--max_train_examples", "24", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",

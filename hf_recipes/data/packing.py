@@ -95,3 +95,17 @@ def make_copy_rich(blocks, share: float, min_span: int, max_span: int, seed: int
         return {"input_ids": array, "labels": array}
 
     return blocks.map(rewrite, batched=True, with_indices=True, desc=f"Copy-rich blocks ({share:.0%})")
+
+
+def pack_corpus(corpus: dict[str, Any], tokenizer: PreTrainedTokenizerBase, data_args, block_size: int, seed: int):
+    """Both splits packed into blocks; the train split copy-rich where the recipe asks, validation cut to
+    `eval_blocks` (natural text, so perplexity means the same with or without copy-rich training)."""
+    packed = {
+        split: pack_dataset(data, tokenizer, block_size, data_args.text_column) for split, data in corpus.items()
+    }
+    packed["train"] = make_copy_rich(packed["train"], data_args.copy_block_share, *data_args.copy_span_tokens, seed)
+    if data_args.eval_blocks is not None and not data_args.dataset_streaming:
+        packed["validation"] = packed["validation"].select(
+            range(min(data_args.eval_blocks, len(packed["validation"])))
+        )
+    return packed

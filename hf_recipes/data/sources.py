@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict
@@ -166,6 +167,15 @@ def load_chat_source(
         return stdlib.function_name_conversations(split, limit, validation_percent, renamed_share=renamed)
     if renamed_share and split == "train":  # the recipes set it; `--dataset_name my.jsonl` alone must just work
         logger.info("renamed_function_share applies to the built-in task only: %s keeps its names", dataset_name)
+    rows, source = located_rows(dataset_name, split, dataset_config, dataset_revision, limit)
+    return formats.conversations_from_rows(rows, source=source)
+
+
+def located_rows(dataset_name: str, split: str, dataset_config, dataset_revision, limit: int | None):
+    """(rows, source): each row with its location (`file.jsonl:17`, `dataset 'x' row 17`) for its error messages,
+    from a local file or folder (no splits: `split` is ignored) or a Hub dataset's `split`."""
+    from hf_recipes.data import formats
+
     if os.path.exists(dataset_name):
         files = local_files(Path(dataset_name))
         if files[0].suffix == ".jsonl":
@@ -183,7 +193,7 @@ def load_chat_source(
         source = f"dataset '{dataset_name}' split '{split}'"
     if limit is not None:
         rows = (row for _, row in zip(range(limit), rows, strict=False))
-    return formats.conversations_from_rows(rows, source=source)
+    return rows, source
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -212,23 +222,7 @@ def load_preference_source(
         if not pairs:
             raise RecipeError(f"the built-in task has no '{split}' pairs (validation_percent={validation_percent})")
         return pairs
-    if os.path.exists(dataset_name):
-        files = local_files(Path(dataset_name))
-        if files[0].suffix == ".jsonl":
-            rows = (located for file in files for located in formats.jsonl_rows(file))
-        else:
-            rows = formats.dataset_rows(load_local(Path(dataset_name))["train"], dataset_name)
-        source = dataset_name
-    elif dataset_name.startswith((".", "/", "~")) or dataset_name.endswith(tuple(BUILDERS)):
-        raise RecipeError(f"data file not found: {dataset_name}")
-    else:
-        raw = load_hub(dataset_name, dataset_config, dataset_revision, streaming=False)
-        if split not in raw:
-            raise RecipeError(f"dataset '{dataset_name}' has no split '{split}'; it has {', '.join(raw)}")
-        rows = formats.dataset_rows(raw[split], dataset_name)
-        source = f"dataset '{dataset_name}' split '{split}'"
-    if limit is not None:
-        rows = (row for _, row in zip(range(limit), rows, strict=False))
+    rows, source = located_rows(dataset_name, split, dataset_config, dataset_revision, limit)
     return formats.preference_pairs_from_rows(rows, source=source)
 
 
@@ -261,8 +255,11 @@ def held_out_splits(
 
 
 def split_arguments(data_args, seed: int) -> dict:
-    """The `held_out_splits` arguments of a recipe's data fields (ChatDataArguments and its DPO twin)."""
+    """A chat stage's data fields (HeldOutChatData) as the arguments of load_chat_splits / load_preference_splits."""
     return {
+        "dataset_name": data_args.dataset_name,
+        "dataset_config": data_args.dataset_config,
+        "dataset_revision": data_args.dataset_revision,
         "train_split": data_args.dataset_train_split,
         "test_split": data_args.dataset_test_split,
         "max_train": data_args.max_train_examples,
@@ -292,3 +289,21 @@ def load_preference_splits(dataset_name: str, dataset_config=None, dataset_revis
         return load_preference_source(dataset_name, split, dataset_config, dataset_revision, limit, percent)
 
     return held_out_splits(dataset_name, load, **split_args)
+
+
+def load_pretraining_corpus(data_args, seed: int) -> dict[str, Any]:
+    """The train and validation splits of the recipe's text source, the train split cut to `max_documents`."""
+    corpus = load_text_source(
+        data_args.dataset_name,
+        data_args.text_column,
+        data_args.dataset_config,
+        data_args.dataset_revision,
+        data_args.dataset_train_split,
+        data_args.dataset_test_split,
+        data_args.validation_percent,
+        data_args.dataset_streaming,
+        seed,
+    )
+    if data_args.max_documents is not None and not data_args.dataset_streaming:
+        corpus["train"] = corpus["train"].select(range(min(data_args.max_documents, len(corpus["train"]))))
+    return corpus

@@ -1,34 +1,31 @@
 """Evaluate every stage of a preset on the same held-out data and write report.md, report.json and plots.
 
-    python recipes/evaluate.py --config recipes/gpt2-tiny/evaluate.yaml [--key value ...]
+    python recipes/eval.py --config recipes/gpt2-tiny/evaluate.yaml [--key value ...]
 
 A stage whose weights did not change since the last report is not measured again (unless --force true).
 """
 
+from __future__ import annotations
+
 import dataclasses
 from pathlib import Path
 
-import yaml
 from transformers import set_seed
 
 from hf_recipes import report, runtime
 from hf_recipes.chat import tokenize_for_training
-from hf_recipes.configs import parse_stage
+from hf_recipes.config import parse_stage
 from hf_recipes.data.stdlib import function_name_conversations, validation_token_blocks
-from hf_recipes.evaluation import chat_task_metrics, folder_size_bytes, perplexity
+from hf_recipes.evaluation import chat_task_metrics, perplexity
 from hf_recipes.modeling import load_model
+from hf_recipes.run_folder import folder_size_bytes, read_run_config, training_time, weights_fingerprint
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
 
 
 def quantized_from(folder: Path) -> str | None:
     """The stage a 4-bit export was made from (its recipe's model_name_or_path), by folder name."""
-    record = folder / "run_config.yaml"
-    if not record.is_file():
-        return None
-    source = (
-        yaml.safe_load(record.read_text()).get("config", {}).get("QuantizeArguments", {}).get("model_name_or_path")
-    )
+    source = read_run_config(folder).get("config", {}).get("QuantizeArguments", {}).get("model_name_or_path")
     return Path(source).name if source else None
 
 
@@ -49,8 +46,8 @@ def measure(stage: str, folder: Path, args) -> report.StageResult:
         stop_rate=scores["stop_rate"],
         eval_examples=scores["eval_examples"],
         size_bytes=folder_size_bytes(folder),
-        **report.training_time(folder),
-        fingerprint=report.weights_fingerprint(folder),
+        **training_time(folder),
+        fingerprint=weights_fingerprint(folder),
         exact_match_by_answer_tokens=scores["exact_match_by_answer_tokens"],
     )
 
@@ -75,9 +72,9 @@ def main(argv: list[str]) -> None:
     results = []
     for stage, folder in stages:
         cached = previous.get(stage)
-        if cached and cached.fingerprint == report.weights_fingerprint(folder):
+        if cached and cached.fingerprint == weights_fingerprint(folder):
             logger.info("%s: unchanged since the last report, reusing its numbers", stage)
-            results.append(dataclasses.replace(cached, **report.training_time(folder)))
+            results.append(dataclasses.replace(cached, **training_time(folder)))
         else:
             results.append(measure(stage, folder, args))
     report.add_ratios(
@@ -90,8 +87,4 @@ def main(argv: list[str]) -> None:
         print(f"Exact match by answer length in tokens:\n\n{by_length}\n")
     print(f"Report: {path} (plots in {outputs_dir / 'plots'})")
     final = stages[-1][1]
-    print(f"Chat with the final model: make chat MODEL={final}   (or python recipes/generate.py --model {final})")
-
-
-if __name__ == "__main__":
-    runtime.run_recipe(main)
+    print(f"Chat with the final model: make chat MODEL={final} (or hf-recipes generate --model_name_or_path {final})")

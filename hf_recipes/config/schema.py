@@ -1,0 +1,289 @@
+"""Every stage's arguments: one tuple of dataclasses per stage (STAGE_ARGUMENTS), where each field's help lives.
+
+We reuse TRL's `ScriptArguments`, `ModelConfig`, `SFTConfig` and `DPOConfig` and the `transformers`
+`TrainingArguments`, adding only the fields they lack. One name per idea: `model_name_or_path` is a model folder or
+Hub id, `eval_blocks` the held-out text blocks, `max_eval_examples` the held-out conversations or pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
+from trl import DPOConfig, ModelConfig, ScriptArguments, SFTConfig
+
+from hf_recipes.config.tools import (
+    EvaluateArguments,
+    GenerateArguments,
+    PushArguments,
+    QuantizeArguments,
+    SamplingArguments,
+)
+from hf_recipes.precision import AutoPrecisionMixin
+
+BF16_HELP = (
+    "bf16 autocast. Unset: on where the device runs bf16 natively (a GPU, a CPU with AVX512-BF16 or AMX), fp32 "
+    "elsewhere (bf16 emulated on an AVX2 CPU runs ~350x slower). true/false: as said, whatever the machine."
+)
+
+
+# TrainingArguments fields the Trainer leaves to the script, which our stages do their own way: refused, not ignored.
+REFUSED_TRAINING_FIELDS = {
+    "resume_from_checkpoint": "a run resumes from the last complete checkpoint in its output_dir by itself "
+    "(copy a checkpoint there to resume from it)",
+    "enable_jit_checkpoint": "SIGTERM already saves a checkpoint and exits 143 in every stage",
+}
+
+
+@dataclass
+class RecipeTrainingArguments(AutoPrecisionMixin):
+    """What every stage's training arguments add: `bf16` left unset is decided by the machine (hf_recipes.precision)
+    before TrainingArguments checks it, and fields our stages would silently ignore are refused."""
+
+    bf16: bool | None = field(default=None, metadata={"help": BF16_HELP})
+    # Defaults that differ from the Trainer's or TRL's: why is in each help.
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "Keep False: True logs a NaN loss as 0.0 and the run 'succeeds'."}
+    )
+    report_to: None | str | list[str] = field(  # noqa: RUF036 (TRL's parser needs None first here)
+        default="tensorboard", metadata={"help": "Where to log: tensorboard (in <output_dir>/runs), none, ..."}
+    )
+    # TRL sets the deprecated gradient_checkpointing to True (~20% slower, and small models don't need it), which
+    # also warns on every run; unset, activation_checkpointing decides and defaults to off.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off unless a recipe says)."}
+    )
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output folder that holds another run's checkpoints (default: resume)."},
+    )
+
+    def __post_init__(self):
+        for name, why in REFUSED_TRAINING_FIELDS.items():
+            if getattr(self, name, None):
+                raise ValueError(f"'{name}' is not used by hf-recipes: {why}")
+        super().__post_init__()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretraining
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataArguments(ScriptArguments):
+    dataset_name: str | None = field(
+        default="stdlib",
+        metadata={
+            "help": "'stdlib' (the running Python's standard library source), a local file or folder "
+            "(.txt/.jsonl/.json/.csv/.parquet), or a Hub dataset id."
+        },
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (branch, tag, sha)."})
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={"help": "Split to validate on. None: hold out `validation_percent` of documents by a path hash."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Column that holds the raw text."})
+    validation_percent: float = field(
+        default=5.0, metadata={"help": "Percent of documents held out for validation when there is no test split."}
+    )
+    max_documents: int | None = field(
+        default=None, metadata={"help": "Use at most this many training documents (for quick runs)."}
+    )
+    eval_blocks: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many validation blocks (evaluation is not free)."}
+    )
+    copy_block_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of training blocks rewritten as short spans of their own text, each read twice "
+            "(a a b b ...): the repeats can only be predicted by copying, which the chat task needs. 0: off."
+        },
+    )
+    copy_span_tokens: list[int] = field(
+        default_factory=lambda: [16, 64], metadata={"help": "Shortest and longest repeated span, in tokens."}
+    )
+
+    def __post_init__(self):  # ScriptArguments has none to call
+        spans = self.copy_span_tokens
+        if self.copy_block_share and not (0 < self.copy_block_share <= 1 and len(spans) == 2 and min(spans) >= 2):
+            raise ValueError(
+                "copy_block_share must be in (0, 1] and copy_span_tokens [shortest, longest] with 2 <= shortest "
+                f"<= longest (got {self.copy_block_share}, {spans})"
+            )
+        if self.copy_block_share and (spans[0] > spans[1] or self.dataset_streaming):
+            raise ValueError(
+                "copy_span_tokens is [shortest, longest], and copy-rich blocks need dataset_streaming off"
+            )
+
+
+@dataclass
+class PretrainModelArguments(ModelConfig):
+    preset: str = field(
+        default="gpt2-tiny",
+        metadata={"help": "GPT-2 shape preset: gpt2-tiny, gpt2, gpt2-medium, gpt2-large, gpt2-xl."},
+    )
+    n_layer: int | None = field(default=None, metadata={"help": "Transformer blocks (overrides the preset)."})
+    n_head: int | None = field(default=None, metadata={"help": "Attention heads (overrides the preset)."})
+    n_embd: int | None = field(default=None, metadata={"help": "Hidden size (overrides the preset)."})
+    n_positions: int | None = field(default=None, metadata={"help": "Context length (overrides the preset)."})
+    dropout: float | None = field(
+        default=None, metadata={"help": "Residual, embedding and attention dropout (overrides the preset)."}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer to reuse (Hub id or folder). None: the model's own, or a new byte-level BPE "
+            "trained on the training split when the model is built from scratch."
+        },
+    )
+    tokenizer_vocab_size: int = field(
+        default=8192, metadata={"help": "Vocabulary size of a newly trained tokenizer (before padding to 64)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run code from the model's repository. Off unless a recipe turns it on."}
+    )
+    chat_template: str = field(
+        default="llama2",
+        metadata={"help": "Chat template saved with the tokenizer: a name in templates/ (llama2, chatml) or a path."},
+    )
+
+
+@dataclass
+class PretrainConfig(RecipeTrainingArguments, TrainingArguments):
+    block_size: int = field(default=256, metadata={"help": "Tokens per training sequence (packed, no padding)."})
+    # Defaults that differ from TrainingArguments: why is in each help.
+    eval_strategy: IntervalStrategy | str = field(
+        default="steps", metadata={"help": "When to evaluate: steps, epoch or no."}
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept (the best by eval loss is always one of them)."}
+    )
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Save the checkpoint with the lowest eval loss as the final model."}
+    )
+    metric_for_best_model: str | None = field(default="eval_loss", metadata={"help": "Metric that picks the best."})
+
+
+PRETRAIN_ARGUMENTS = (DataArguments, PretrainModelArguments, PretrainConfig)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Supervised fine-tuning
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HeldOutChatData(ScriptArguments):
+    """The data fields SFT and DPO share: where the rows come from, what is held out, how answers are measured."""
+
+    dataset_name: str | None = field(
+        default="stdlib-function-name",
+        metadata={
+            "help": "'stdlib-function-name' (the built-in task), a local .jsonl/.json/.parquet file or folder, or a "
+            "Hub dataset id. SFT: rows in messages, prompt/completion, alpaca or sharegpt shape. DPO: rows with "
+            "prompt, chosen and rejected (strings or messages); built in: the right name over another from the code."
+        },
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (branch, tag, sha)."})
+    dataset_test_split: str | None = field(
+        default="validation",
+        metadata={"help": "Held-out split (built-in and Hub data). Local files hold out `validation_percent`."},
+    )
+    validation_percent: float = field(
+        default=5.0, metadata={"help": "Percent held out: stdlib modules, or rows of a local file without a split."}
+    )
+    max_train_examples: int | None = field(
+        default=None, metadata={"help": "Train on at most this many conversations (SFT) or pairs (DPO)."}
+    )
+    max_eval_examples: int | None = field(
+        default=600, metadata={"help": "Held-out conversations or pairs for eval loss, exact match and stop rate."}
+    )
+    eval_max_new_tokens: int = field(
+        default=24, metadata={"help": "Generation budget per answer for exact match / stop rate."}
+    )
+    eval_before_training: bool = field(
+        default=True, metadata={"help": "Also measure exact match and stop rate of the model before this stage."}
+    )
+
+
+@dataclass
+class ChatDataArguments(HeldOutChatData):
+    renamed_function_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Built-in task only: this share of the training functions get a made-up name (in the code and "
+            "the answer), so the name must be copied from the code, not recalled from pretraining."
+        },
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "Template name (llama2, chatml) or .jinja path. None: the model's own, else llama2."},
+    )
+
+
+@dataclass
+class SFTRecipeConfig(RecipeTrainingArguments, SFTConfig):
+    # Defaults that differ from TRL's: why is in each help.
+    assistant_only_loss: bool = field(
+        default=True, metadata={"help": "Train on assistant tokens (answers and their eos) only."}
+    )
+
+
+SFT_ARGUMENTS = (ChatDataArguments, ModelConfig, SFTRecipeConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Preference tuning (DPO)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreferenceDataArguments(HeldOutChatData):
+    max_eval_examples: int | None = field(
+        default=200, metadata={"help": "Held-out pairs for reward accuracy/margin, exact match and stop rate."}
+    )
+
+
+@dataclass
+class PreferenceModelArguments(ModelConfig):
+    use_peft: bool = field(
+        default=True,
+        metadata={"help": "LoRA (the adapter-disabled model is the reference, no second copy); false: full model."},
+    )
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Reference model folder or Hub id. None: the starting model itself (LoRA: adapter disabled; "
+            "full: a second copy loaded from model_name_or_path)."
+        },
+    )
+
+
+@dataclass
+class DPORecipeConfig(RecipeTrainingArguments, DPOConfig):
+    # Defaults that differ from TRL's: why is in each help.
+    check_reference: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop unless the first batch's loss is ln 2 (sigmoid loss), i.e. the reference is the starting "
+            "policy. Turn off only for a deliberately different reference."
+        },
+    )
+
+
+DPO_ARGUMENTS = (PreferenceDataArguments, PreferenceModelArguments, DPORecipeConfig)
+
+
+# Which dataclass tuple parses each stage's recipes (a recipe file is named <stage>[_variant].yaml).
+STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {
+    "pretrain": PRETRAIN_ARGUMENTS,
+    "sft": SFT_ARGUMENTS,
+    "dpo": DPO_ARGUMENTS,
+    "quantize": (QuantizeArguments,),
+    "evaluate": (EvaluateArguments,),
+    "generate": (GenerateArguments, SamplingArguments),
+    "push": (PushArguments,),
+}

@@ -1,0 +1,290 @@
+"""What every training stage does around its own steps, written once.
+
+start: parse the recipe, logging, the precision line, seed, the Hub settings (checked before anything loads),
+skip-if-finished, the output folder (on the main process first), the checkpoint to resume from.
+then, for the stage: the record of the run, its callbacks, train() with SIGTERM exit and timing, the LoRA merge and
+save, and finish: metrics, plots, no pickles, the complete record, the push.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_recipes.callbacks import NonFiniteLossCallback, SigtermCallback
+from hf_recipes.checkpoints import checkpoint_step, checkpoints, last_complete_checkpoint, resume_record
+from hf_recipes.run_folder import (
+    ADAPTER_FOLDER,
+    METRICS,
+    input_fingerprints,
+    read_run_config,
+    resolved_config,
+    write_metrics,
+    write_run_config,
+)
+from hf_recipes.runtime import RecipeError, setup_logging
+
+logger = logging.getLogger("hf_recipes")
+# Argument fields that name a model folder a stage reads: its weights' fingerprints are the run's inputs.
+INPUT_MODEL_FIELDS = ("model_name_or_path", "ref_model_name_or_path")
+
+
+@dataclass
+class StageRun:
+    """One training stage's run between `start` and `finish`: its arguments, folder and what it resumes from."""
+
+    stage: str
+    arguments: tuple[Any, ...]  # as parsed: data, model, training arguments (training last)
+    inputs: dict[str, str]
+    push_target: PushTarget | None
+    output_dir: Path
+    resume_dir: Path | None
+    sigterm: SigtermCallback = field(default_factory=SigtermCallback)
+    train_seconds: float = 0.0
+
+    @property
+    def training_args(self):
+        return self.arguments[-1]
+
+    @property
+    def first_step(self) -> int:
+        """The optimizer step training starts from: 0, or the resumed checkpoint's."""
+        return checkpoint_step(self.resume_dir)
+
+    def record(self, **extra: Any) -> None:
+        """run_config.yaml (one writer when several processes train): resolved recipe, inputs, versions, commit."""
+        if self.training_args.should_save:
+            write_run_config(self.output_dir, *self.arguments, stage=self.stage, inputs=self.inputs, **extra)
+
+    def callbacks(self, *extra) -> list:
+        """NaN/inf stop, the stage's own callbacks, and the SIGTERM checkpoint-and-exit."""
+        return [NonFiniteLossCallback(), *extra, self.sigterm]
+
+    def train(self, trainer):
+        """trainer.train() from the checkpoint to resume (if any); exit 143 after SIGTERM's checkpoint. The training
+        time recorded leaves out evaluations (the initial one too): they are not training throughput."""
+        if self.resume_dir is not None:
+            logger.info("Resuming from %s", self.resume_dir)
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(self.resume_dir) if self.resume_dir else None)
+        self.sigterm.exit_if_stopped(trainer)  # no final model, metrics or complete record from a run cut short
+        evaluating = seconds_spent_evaluating(trainer.state.log_history, self.first_step if self.resume_dir else -1)
+        self.train_seconds = time.perf_counter() - started - evaluating
+        return result
+
+    def train_chat_model(self, trainer, tokenizer, model_args, score: Callable[[Any], dict[str, Any]]):
+        """SFT and DPO: train(), the final held-out evaluation, then on the main process the model saved (with
+        `save_chat_model`) and scored: (train result, final evaluation, scores), or None on the other processes."""
+        result = self.train(trainer)
+        final_eval = trainer.evaluate()
+        if not trainer.is_world_process_zero():
+            return None
+        return result, final_eval, score(self.save_chat_model(trainer, tokenizer, model_args))
+
+    def save_chat_model(self, trainer, tokenizer, model_args):
+        """Save the trained model with its tokenizer and return it; LoRA: the adapter in adapter/ and the merged model
+        beside it, so the folder loads as a plain model."""
+        from hf_recipes.modeling import merge_lora
+
+        if model_args.use_peft:
+            adapter = str(self.output_dir / ADAPTER_FOLDER)
+            trainer.model.save_pretrained(adapter)
+            model = merge_lora(model_args.model_name_or_path, adapter, model_args.model_revision)
+        else:
+            model = trainer.model
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.save_pretrained(self.output_dir)
+        tokenizer.save_pretrained(self.output_dir)
+        return model
+
+    def finish(self, trainer, result, metrics: dict[str, Any], plot: Callable[[list, Path], Any], summary: str):
+        """Main process: metrics.json, loss plot, no pickle left, the complete record, the summary line, the push."""
+        write_metrics(
+            self.output_dir,
+            {
+                **metrics,
+                "train_loss": result.training_loss,
+                "train_steps": result.global_step,
+                "train_seconds": self.train_seconds,
+                **resume_record(self.first_step),
+            },
+        )
+        plot(trainer.state.log_history, self.output_dir / "plots" / "loss.png")
+        remove_pickled_args(self.output_dir)
+        self.record(complete=True)
+        logger.info("%s; model folder: %s", summary, self.output_dir)
+        if self.push_target:
+            self.push_target.push(self.output_dir)
+
+
+def start(stage: str, argv: list[str], starts_from: str | None = None) -> StageRun | None:
+    """Parse the stage's recipe and prepare its run; None when its folder already holds this finished run.
+
+    `starts_from` names the model folder a stage needs (model_name_or_path is then required), for its error.
+    """
+    from transformers import set_seed
+
+    from hf_recipes.config import parse_stage
+
+    arguments = parse_stage(stage, argv)
+    training_args = arguments[-1]
+    setup_logging(training_args.process_index == 0)
+    logger.info("%s", training_args.precision.describe())  # e.g. fp32 on a CPU without native bf16
+    set_seed(training_args.seed)
+    push_target = take_hub_settings(training_args)  # the Trainer never pushes; a push that cannot work fails now
+    inputs = input_fingerprints(*(getattr(group, name, None) for group in arguments for name in INPUT_MODEL_FIELDS))
+    overwrite = training_args.overwrite_output_dir
+    if skip_if_finished(training_args.output_dir, *arguments, inputs=inputs, overwrite=overwrite):
+        return None
+    if starts_from and not getattr(arguments[1], "model_name_or_path", None):
+        raise RecipeError(f"model_name_or_path is required: {starts_from}")
+    with training_args.main_process_first(desc="output folder"):  # one process deletes old checkpoints
+        output_dir = prepare_output_dir(training_args, *arguments[:-1], inputs=inputs)
+    resume_dir = None if overwrite else last_complete_checkpoint(output_dir)
+    return StageRun(stage, arguments, inputs, push_target, output_dir, resume_dir)
+
+
+# Fields that may change between a run and its resumption without making it another run.
+RESUME_NEUTRAL_FIELDS = frozenset(
+    {
+        "output_dir",  # a moved or copied folder is still the same run
+        "run_name",
+        "overwrite_output_dir",
+        "resume_from_checkpoint",
+        "logging_steps",
+        "disable_tqdm",
+        "report_to",
+        "push_to_hub",
+    }
+)
+
+
+def config_changes(previous: dict, current: dict) -> list[str]:
+    """Fields whose resolved value differs between two run_config.yaml `config` sections."""
+    return sorted(
+        name
+        for group, fields in current.items()
+        for name, value in fields.items()
+        if name not in RESUME_NEUTRAL_FIELDS and previous.get(group, {}).get(name, value) != value
+    )
+
+
+def finished_earlier(
+    output_dir: Path | str, *argument_groups, inputs: dict[str, str], overwrite: bool = False
+) -> bool:
+    """True when the output folder holds a finished run of this same config on these same inputs.
+
+    `make all` run again then skips the stage; overwrite_output_dir forces it to train again.
+    """
+    output_dir = Path(output_dir)
+    if overwrite or not (output_dir / METRICS).is_file():
+        return False
+    previous = read_run_config(output_dir)
+    return (
+        previous.get("complete") is True
+        and not config_changes(previous.get("config", {}), resolved_config(*argument_groups))
+        and previous.get("inputs", {}) == inputs
+    )
+
+
+def skip_if_finished(
+    output_dir: Path | str, *argument_groups, inputs: dict[str, str], overwrite: bool = False
+) -> bool:
+    """Log and return True when the stage's output is already complete for this recipe and these inputs."""
+    if not finished_earlier(output_dir, *argument_groups, inputs=inputs, overwrite=overwrite):
+        return False
+    logger.info(
+        "%s already holds this finished run (same recipe, same inputs): skipping it "
+        "(overwrite_output_dir: true runs it again)",
+        output_dir,
+    )
+    return True
+
+
+def prepare_output_dir(training_args, *argument_groups, inputs: dict[str, str] | None = None) -> Path:
+    """Create the output folder; refuse one holding another run's checkpoints unless told to overwrite them.
+
+    "Another run" means its run_config.yaml resolved to different values (ignoring RESUME_NEUTRAL_FIELDS), so
+    re-running the same command resumes, and pointing a new recipe at an old folder does not silently mix them.
+    Checkpoints trained from other inputs (the model folder before it was trained again) are stale: they are
+    deleted and the stage starts over, instead of "resuming" at the old run's last step with its weights.
+    """
+
+    output_dir = Path(training_args.output_dir)
+    found = checkpoints(output_dir)
+    previous = read_run_config(output_dir)
+    stale_inputs = bool(found) and inputs is not None and previous.get("inputs", inputs) != inputs
+    if training_args.overwrite_output_dir or stale_inputs:
+        if stale_inputs:
+            logger.warning(
+                "%s holds checkpoints trained from other inputs (%s changed since): deleting them and starting over",
+                *(output_dir, ", ".join(sorted(set(inputs) | set(previous["inputs"])))),
+            )
+        elif found:
+            logger.warning("overwrite_output_dir: deleting %d checkpoint(s) in %s", len(found), output_dir)
+        for checkpoint in found:
+            shutil.rmtree(checkpoint)
+        (output_dir / METRICS).unlink(missing_ok=True)  # no number of the old run may survive into the new
+    elif found:
+        changed = config_changes(previous.get("config", {}), resolved_config(training_args, *argument_groups))
+        if changed:
+            raise RecipeError(
+                f"{output_dir} holds checkpoints of a run with a different config ({', '.join(changed[:5])}"
+                f"{'...' if len(changed) > 5 else ''} changed): set overwrite_output_dir: true to start over, "
+                "or choose another output_dir"
+            )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # TensorBoard logs in <output_dir>/runs. Set explicitly: a log before training starts (our initial evaluation)
+    # would otherwise open the writer before the callback knows the output folder, and it falls back to ./runs.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "runs")
+    return output_dir
+
+
+def seconds_spent_evaluating(log_history: list[dict], after_step: int = 0) -> float:
+    """Total eval runtime logged after `after_step` (to subtract from training wall time)."""
+    return sum(entry.get("eval_runtime", 0.0) for entry in log_history if entry.get("step", 0) > after_step)
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Where a stage pushes its finished folder (through hub.push_folder, never through the Trainer)."""
+
+    repo_id: str
+    private: bool
+    token: str
+
+    def push(self, folder: Path | str):
+        from hf_recipes.hub import push_folder
+
+        return push_folder(folder, self.repo_id, private=self.private, token=self.token)
+
+
+def take_hub_settings(training_args) -> PushTarget | None:
+    """Take the Hub settings out of the training arguments, and check a push can work before anything loads.
+
+    The Trainer pickles hub_token into training_args.bin; given push_to_hub it creates the repository (public
+    unless hub_private_repo) when built and uploads every checkpoint with runs/ and training_args.bin. So the
+    Trainer never sees either: only our filtered push_folder pushes, once, at the end.
+    """
+    token = getattr(training_args, "hub_token", None)
+    training_args.hub_token = None
+    if not training_args.push_to_hub:
+        return None
+    training_args.push_to_hub = False
+    from hf_recipes.hub import check_can_write
+
+    repo_id = training_args.hub_model_id
+    return PushTarget(repo_id, bool(training_args.hub_private_repo), check_can_write(repo_id, token))
+
+
+def remove_pickled_args(output_dir: Path | str) -> None:
+    """Delete training_args.bin: a pickle (unsafe to load) that nothing of ours reads."""
+    for path in Path(output_dir).glob("**/training_args.bin"):
+        path.unlink()

@@ -1,0 +1,91 @@
+"""Supervised fine-tuning in a chat template (full, LoRA or QLoRA) with TRL's SFTTrainer.
+
+accelerate launch recipes/sft.py --config recipes/gpt2-tiny/sft.yaml [--key value ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from datasets import Dataset
+
+from hf_recipes import lifecycle, modeling
+from hf_recipes.chat import attach_chat_template, log_training_rows, tokenize_for_training
+from hf_recipes.data.sources import load_chat_splits, split_arguments
+from hf_recipes.evaluation import scores_of_stage
+from hf_recipes.plots import plot_losses
+from hf_recipes.runtime import RecipeError, logger
+from hf_recipes.tokenization import load_tokenizer
+from hf_recipes.trainers import RecipeSFTTrainer
+
+
+def main(argv: list[str]) -> None:
+    run = lifecycle.start("sft", argv, starts_from="the pretrained folder (e.g. outputs/gpt2-tiny/pretrain)")
+    if run is None:
+        return
+    data_args, model_args, training_args = run.arguments
+
+    # Checks that need no weights: data, tokenizer, template, vocab, LoRA targets, 4-bit.
+    splits = split_arguments(data_args, training_args.seed)
+    train_conversations, eval_conversations = load_chat_splits(
+        renamed_share=data_args.renamed_function_share, **splits
+    )
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    if data_args.chat_template or not tokenizer.chat_template:
+        attach_chat_template(tokenizer, data_args.chat_template or "llama2")
+    config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
+    modeling.check_vocab(config, tokenizer)
+    lora = modeling.lora_config(model_args)
+    quantization = modeling.quantization_config(model_args)
+    max_length = modeling.max_length_within_positions(training_args.max_length, config)
+    tokenize = functools.partial(tokenize_for_training, tokenizer, max_length=max_length)
+    train_rows, train_kept = tokenize(
+        train_conversations, where="train", assistant_only=training_args.assistant_only_loss
+    )
+    eval_rows, eval_kept = tokenize(
+        eval_conversations, where="held-out", assistant_only=training_args.assistant_only_loss
+    )
+    logger.info(
+        "Conversations within max_length=%d tokens: train %d of %d, held-out %d of %d (longer ones left out)",
+        *(max_length, len(train_kept), len(train_conversations), len(eval_kept), len(eval_conversations)),
+    )
+    if not train_rows or not eval_rows:
+        raise RecipeError(f"no conversation fits max_length={max_length}; raise max_length or use shorter data")
+    log_training_rows(tokenizer, train_rows, train_kept, len(train_conversations))
+
+    model = modeling.load_chat_model(model_args, quantization)
+    scores = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=eval_kept, data_args=data_args,
+                               batch_size=training_args.per_device_eval_batch_size)  # fmt: skip
+    before = scores(model, when="before") if data_args.eval_before_training and run.resume_dir is None else {}
+    run.record()
+    trainer = RecipeSFTTrainer(
+        model=model,
+        # Our rows already carry labels masked from the template's generation blocks; TRL's own assistant-only pass
+        # needs untokenized conversations, so it is switched off here rather than run twice.
+        args=dataclasses.replace(training_args, assistant_only_loss=False),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=run.callbacks(),
+    )
+    trained = run.train_chat_model(trainer, tokenizer, model_args, functools.partial(scores, when="after"))
+    if trained is None:  # not the main process
+        return
+    result, final_eval, after = trained
+    metrics = {
+        **before,
+        **after,
+        "eval_loss": final_eval["eval_loss"],
+        "train_examples": len(train_rows),
+        "train_examples_too_long": len(train_conversations) - len(train_kept),
+        "eval_examples_too_long": len(eval_conversations) - len(eval_kept),
+        "lora": bool(model_args.use_peft),
+        "load_in_4bit": bool(model_args.load_in_4bit),
+    }
+    summary = (
+        f"Exact match {after['exact_match']:.3f} (before {before.get('exact_match_before', 'not measured')}), "
+        f"stop rate {after['stop_rate']:.3f}"
+    )
+    run.finish(trainer, result, metrics, functools.partial(plot_losses, title="supervised fine-tuning"), summary)

@@ -1,0 +1,118 @@
+"""Our subclasses of the transformers/TRL trainers. Every override of a private (underscore) API lives here, so one
+test (tests/test_trainers.py) fails loudly when an upgrade of TRL or transformers changes what we build on."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+from trl import DPOTrainer, SFTTrainer
+
+from hf_recipes.callbacks import perplexity_of
+from hf_recipes.runtime import RecipeError
+
+logger = logging.getLogger("hf_recipes")
+
+# The private (underscore) names of transformers/TRL that the classes below override or read, by the class that
+# defines them: tests/test_trainers.py checks each still exists with the signature we call, so an upgrade that
+# changes one fails there, by name, instead of deep inside a training run.
+PRIVATE_API = {
+    "transformers.Trainer": {"_issue_warnings_after_load": "(self, load_result)"},
+    "trl.DPOTrainer": {
+        "_set_signature_columns_if_needed": "(self)",
+        "_compute_loss": "(self, model, inputs, return_outputs)",
+    },
+}
+# Private instance attributes RecipeDPOTrainer reads and restores (set in DPOTrainer's own code).
+PRIVATE_ATTRIBUTES = {"trl.DPOTrainer": ("_metrics", "_total_train_tokens", "_signature_columns")}
+
+
+class PerplexityLogMixin:
+    """Adds `eval_perplexity` = exp(eval_loss) wherever the trainer logs an eval loss (console, TensorBoard, state)."""
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "eval_loss" in logs:
+            logs["eval_perplexity"] = perplexity_of(logs["eval_loss"])
+        super().log(logs, *args, **kwargs)
+
+
+class TiedWeightsLoadMixin:
+    """No "missing keys: lm_head.weight" warning when the best checkpoint is loaded back at the end of training.
+
+    Checkpoints leave out the output embedding tied to the input one; the in-place load updates both, so its absence
+    is expected (GPT-2 does not list it in `_keys_to_ignore_on_save`, which is what the Trainer checks).
+    """
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        tied = set()
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            tied = {name for name, _ in self.model.named_parameters(remove_duplicate=False)} - {
+                name for name, _ in self.model.named_parameters()
+            }
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+
+class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, Trainer):
+    """The stock Trainer, logging eval perplexity next to eval loss."""
+
+
+class RecipeSFTTrainer(PerplexityLogMixin, SFTTrainer):
+    """TRL's SFTTrainer, logging eval perplexity next to eval loss."""
+
+
+LN2 = math.log(2)  # the sigmoid DPO loss when policy and reference agree: -log sigmoid(0)
+
+
+class RecipeDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer, stopping at the first training batch unless the reference is the starting policy."""
+
+    def __init__(self, *args, check_reference: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.check_reference = check_reference
+        self.first_loss: float | None = None
+
+    def _set_signature_columns_if_needed(self):
+        # Keep the `length` column through column pruning: train_sampling_strategy group_by_length batches pairs of
+        # similar length, so far fewer padding tokens are computed.
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [*self._signature_columns, self.args.length_column_name]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # The first batch of a fresh run (not of a resumed one), as the optimizer is about to step on it.
+        if self.first_loss is None and model.training and self.state.global_step == 0:
+            loss = (result[0] if return_outputs else result).item()
+            self.first_loss = loss if self.plain_sigmoid() else self.sigmoid_loss(model, inputs)
+            logger.info(
+                "First batch DPO loss %.6f (ln 2 = %.6f when the reference is the policy)", self.first_loss, LN2
+            )
+            if self.check_reference and abs(self.first_loss - LN2) > 1e-3:
+                dropout = "" if self.args.disable_dropout else "; or dropout is on: keep disable_dropout: true"
+                raise RecipeError(
+                    f"the first batch's DPO loss is {self.first_loss:.6f}, not ln 2 = {LN2:.6f}: the reference "
+                    f"model is not the starting policy{dropout} (leave ref_model_name_or_path unset, or set "
+                    "check_reference: false when a different reference is intended)"
+                )
+        return result
+
+    def plain_sigmoid(self) -> bool:
+        return self.loss_types == ["sigmoid"] and not self.use_weighting
+
+    def sigmoid_loss(self, model, inputs) -> float:
+        """The batch's plain sigmoid DPO loss through TRL's own loss code, without gradient or logged metrics.
+
+        For a mix such as loss_type [sigmoid, sft], whose total is not ln 2 at the start even when the reference is
+        right, while its DPO part is.
+        """
+        saved = (self.loss_types, self.loss_weights, self.use_weighting, self._metrics, self._total_train_tokens)
+        self.loss_types, self.loss_weights, self.use_weighting = ["sigmoid"], [1.0], False
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        try:
+            with torch.no_grad():
+                return self._compute_loss(model, inputs, return_outputs=False).item()
+        finally:
+            self.loss_types, self.loss_weights, self.use_weighting, self._metrics, self._total_train_tokens = saved
