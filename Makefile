@@ -27,7 +27,7 @@ export SYSTEM PROMPT
 # --quiet: a recipe error stays one line (exit 1 from accelerate) instead of a launcher traceback.
 LAUNCH = $(VENV)/bin/accelerate launch --quiet --config_file $(ACCELERATE_CONFIG)
 
-.PHONY: setup test lint format all pretrain sft dpo quantize eval chat push bench clean
+.PHONY: setup test lint format all pretrain sft dpo reward grpo quantize eval chat push bench clean
 
 setup: $(VENV)/.installed
 
@@ -59,7 +59,7 @@ all: setup
 
 STAGE_RECIPE = recipes/$(PRESET)/$(1)$(if $(VARIANT),_$(VARIANT)).yaml
 
-pretrain sft dpo: setup
+pretrain sft dpo reward grpo: setup
 	$(LAUNCH) recipes/$@.py --config $(call STAGE_RECIPE,$@) $(ARGS)
 
 quantize: setup

@@ -230,3 +230,20 @@ def log_training_rows(tokenizer: PreTrainedTokenizerBase, rows: list[dict], kept
     logger.info(
         "First training example, trained tokens in «»:\n%s", render_trained_tokens(tokenizer, kept[0]["messages"])
     )
+
+
+def pairs_within(tokenizer, pairs: list[dict], max_length: int) -> list[dict]:
+    """The pairs whose prompt + longer answer fits `max_length` tokens (never truncated: a cut answer compares
+    nothing), each with that `length` in tokens."""
+    texts = [render(tokenizer, pair["prompt"] + pair[side]) for pair in pairs for side in ("chosen", "rejected")]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    rows = [{**pair, "length": max(lengths[2 * i], lengths[2 * i + 1])} for i, pair in enumerate(pairs)]
+    return [row for row in rows if row["length"] <= max_length]
+
+
+def describe_pair(tokenizer, pair: dict) -> str:
+    prompt = render(tokenizer, pair["prompt"], add_generation_prompt=True)
+    answers = {
+        side: render(tokenizer, pair["prompt"] + pair[side]).removeprefix(prompt) for side in ("chosen", "rejected")
+    }
+    return f"{prompt}\n  chosen:   {answers['chosen']!r}\n  rejected: {answers['rejected']!r}"

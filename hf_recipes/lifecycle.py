@@ -78,11 +78,11 @@ class StageRun:
         self.train_seconds = time.perf_counter() - started - evaluating
         return result
 
-    def train_chat_model(self, trainer, tokenizer, model_args, score: Callable[[Any], dict[str, Any]]):
-        """SFT and DPO: train(), the final held-out evaluation, then on the main process the model saved (with
-        `save_chat_model`) and scored: (train result, final evaluation, scores), or None on the other processes."""
+    def train_chat_model(self, trainer, tokenizer, model_args, score: Callable[[Any], dict[str, Any]], evaluate=True):
+        """SFT, DPO, GRPO: train(), the final held-out evaluation (unless `evaluate` is off), then on the main process
+        the model saved (`save_chat_model`) and scored: (train result, final evaluation, scores), or None elsewhere."""
         result = self.train(trainer)
-        final_eval = trainer.evaluate()
+        final_eval = trainer.evaluate() if evaluate else {}
         if not trainer.is_world_process_zero():
             return None
         return result, final_eval, score(self.save_chat_model(trainer, tokenizer, model_args))

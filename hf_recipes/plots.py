@@ -59,3 +59,29 @@ def plot_dpo(log_history: list[dict], path, loss_name: str) -> None:
     figure.tight_layout(rect=(0, 0.12, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_rl(log_history: list[dict], path) -> None:
+    """Mean reward (per reward function too) and KL to the reference against step, as a PNG."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib.pyplot as plt
+
+    def series(key):
+        return [(entry["step"], entry[key]) for entry in log_history if key in entry] or [(0, math.nan)]
+
+    rewards = sorted(
+        {key for entry in log_history for key in entry if key.startswith("rewards/") and key.endswith("/mean")}
+    )
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(*zip(*series("reward"), strict=True), label="mean reward (sum)")
+    for key in rewards:
+        axis.plot(*zip(*series(key), strict=True), "--", label=key.removeprefix("rewards/").removesuffix("/mean"))
+    axis.set(xlabel="optimizer step", ylabel="reward", title="reinforcement learning (GRPO)")
+    right = axis.twinx()
+    right.plot(*zip(*series("kl"), strict=True), ":", color="tab:red", label="KL to the reference")
+    right.set(ylabel="KL (nats/token)")
+    figure.legend(loc="lower center", ncols=3, fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

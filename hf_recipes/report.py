@@ -14,7 +14,7 @@ from hf_recipes.evaluation import answer_length_order
 logger = logging.getLogger("hf_recipes")
 
 # The stages in pipeline order, by output folder name.
-STAGES = ("pretrain", "sft", "dpo", "quantized-nf4")
+STAGES = ("pretrain", "sft", "dpo", "grpo", "quantized-nf4")
 
 
 @dataclass

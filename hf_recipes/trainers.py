@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import torch
 from transformers import Trainer
-from trl import DPOTrainer, SFTTrainer
+from trl import DPOTrainer, GRPOTrainer, RewardTrainer, SFTTrainer
 
 from hf_recipes.callbacks import perplexity_of
 from hf_recipes.runtime import RecipeError
@@ -26,8 +26,11 @@ PRIVATE_API = {
         "_compute_loss": "(self, model, inputs, return_outputs)",
     },
 }
-# Private instance attributes RecipeDPOTrainer reads and restores (set in DPOTrainer's own code).
-PRIVATE_ATTRIBUTES = {"trl.DPOTrainer": ("_metrics", "_total_train_tokens", "_signature_columns")}
+# Private instance attributes our trainers read (and RecipeDPOTrainer restores), set in TRL's own code.
+PRIVATE_ATTRIBUTES = {
+    "trl.DPOTrainer": ("_metrics", "_total_train_tokens", "_signature_columns"),
+    "trl.GRPOTrainer": ("_metrics",),
+}
 
 
 class PerplexityLogMixin:
@@ -116,3 +119,30 @@ class RecipeDPOTrainer(DPOTrainer):
                 return self._compute_loss(model, inputs, return_outputs=False).item()
         finally:
             self.loss_types, self.loss_weights, self.use_weighting, self._metrics, self._total_train_tokens = saved
+
+
+class RecipeGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer, stopping after the first optimizer step's loss unless the KL to the reference was ~0 then
+    (the reference is the starting policy: the LoRA-disabled model, or a fresh copy of the start folder)."""
+
+    def __init__(self, *args, check_initial_kl: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.check_initial_kl = check_initial_kl
+        self.initial_kl: float | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.initial_kl is None and self.beta != 0.0 and model.training and self.state.global_step == 0:
+            self.initial_kl = self._metrics["train"]["kl"][-1]  # appended by the loss just computed
+            logger.info("First step KL to the reference: %.2e (0 when the reference is the starting policy)",
+                        self.initial_kl)  # fmt: skip
+            if self.check_initial_kl and abs(self.initial_kl) > 1e-4:
+                raise RecipeError(
+                    f"the first step's KL to the reference is {self.initial_kl:.3g}, not 0: the reference model is "
+                    "not the starting policy (or dropout is on); set check_initial_kl: false if that is intended"
+                )
+        return loss
+
+
+class RecipeRewardTrainer(PerplexityLogMixin, RewardTrainer):
+    """TRL's RewardTrainer (eval accuracy: the share of held-out pairs whose chosen answer scores higher)."""

@@ -8,13 +8,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_recipes.chat import attach_chat_template
 from hf_recipes.data import stdlib
 from hf_recipes.data.sources import load_preference_source, load_preference_splits
 from hf_recipes.runtime import RecipeError
 from hf_recipes.stages import dpo
 from tests.conftest import REPO_ROOT
-from tests.tiny import save_tiny_model_folder
+from tests.tiny import save_tiny_model_folder, sft_like_folder
 
 TINY_DPO = [
     "--max_train_examples", "16", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",
@@ -146,15 +145,6 @@ def test_bad_rows_of_a_parquet_file_are_named_by_row(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # Tiny runs through the recipe
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def sft_like_folder(folder, seed=0):
-    """A tiny model folder whose tokenizer carries the llama2 template, as the SFT stage leaves it."""
-    save_tiny_model_folder(folder, seed=seed)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    attach_chat_template(tokenizer, "llama2")
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

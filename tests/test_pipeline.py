@@ -32,6 +32,15 @@ def stage_commands(out: Path) -> list[tuple[str, list[str]]]:
                  "--max_length", "200", "--per_device_train_batch_size", "4", "--max_steps", "2", "--eval_steps", "2",
                  "--save_steps", "2", *TINY_TRAINING,
                  "--model_name_or_path", str(out / "sft"), "--output_dir", str(out / "dpo")]),
+        ("reward", [*LAUNCH, str(recipes / "reward.py"), "--config", str(recipes / "gpt2-tiny/reward.yaml"),
+                    *conversations, "--max_length", "200", "--per_device_train_batch_size", "4", "--max_steps", "2",
+                    "--eval_steps", "2", "--save_steps", "2", *TINY_TRAINING,
+                    "--model_name_or_path", str(out / "sft"), "--output_dir", str(out / "reward")]),
+        ("grpo", [*LAUNCH, str(recipes / "grpo.py"), "--config", str(recipes / "gpt2-tiny/grpo.yaml"),
+                  "--max_train_examples", "16", "--max_eval_examples", "4", "--eval_max_new_tokens", "4",
+                  "--num_generations", "4", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
+                  "--max_completion_length", "4", "--max_steps", "2", "--save_steps", "2", *TINY_TRAINING,
+                  "--model_name_or_path", str(out / "dpo"), "--output_dir", str(out / "grpo")]),
         ("quantize", [*LAUNCH, str(recipes / "quantize.py"), "--config", str(recipes / "gpt2-tiny/quantize.yaml"),
                       "--block_size", "64", "--eval_blocks", "8", "--max_eval_examples", "6", "--max_new_tokens", "4",
                       "--model_name_or_path", str(out / "dpo"), "--output_dir", str(out / "quantized-nf4")]),
@@ -56,10 +65,12 @@ def pipeline(tmp_path_factory):
 
 def test_every_stage_leaves_a_complete_folder(pipeline):
     out, _ = pipeline
-    for stage in ("pretrain", "sft", "dpo", "quantized-nf4"):
+    for stage in ("pretrain", "sft", "dpo", "grpo", "quantized-nf4"):
         for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "metrics.json"):
             assert (out / stage / name).is_file(), f"{stage}/{name}"
     assert (out / "dpo" / "adapter" / "adapter_model.safetensors").is_file()
+    assert abs(json.loads((out / "grpo" / "metrics.json").read_text())["initial_kl"]) < 1e-6
+    assert json.loads((out / "reward" / "metrics.json").read_text())["train_steps"] == 2
     assert json.loads((out / "quantized-nf4" / "metrics.json").read_text())["verified"] is True
     assert not list(out.glob("**/training_args.bin"))
 
@@ -67,7 +78,7 @@ def test_every_stage_leaves_a_complete_folder(pipeline):
 def test_eval_prints_and_writes_the_report_of_every_stage(pipeline):
     out, logs = pipeline
     stages = [row["stage"] for row in json.loads((out / "report.json").read_text())["stages"]]
-    assert stages == ["pretrain", "sft", "dpo", "quantized-nf4"]
+    assert stages == ["pretrain", "sft", "dpo", "grpo", "quantized-nf4"]
     for stage in stages:
         assert f"| {stage} |" in logs["eval"]
         assert f"| {stage} |" in (out / "report.md").read_text()
@@ -77,11 +88,12 @@ def test_eval_prints_and_writes_the_report_of_every_stage(pipeline):
 
 def test_second_run_reuses_every_finished_stage(pipeline):
     out, _ = pipeline
-    weights = {stage: (out / stage / "model.safetensors").stat().st_mtime_ns for stage in ("pretrain", "sft", "dpo")}
+    trained = ("pretrain", "sft", "dpo", "grpo")
+    weights = {stage: (out / stage / "model.safetensors").stat().st_mtime_ns for stage in trained}
     for name, command in stage_commands(out):
         log = run_stage(name, command)
         if name == "eval":
-            assert log.count("unchanged since the last report") == 4
+            assert log.count("unchanged since the last report") == 5
         else:
             assert "already holds this finished run" in log, name
     assert weights == {stage: (out / stage / "model.safetensors").stat().st_mtime_ns for stage in weights}

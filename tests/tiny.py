@@ -48,3 +48,16 @@ def save_tiny_model_folder(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def sft_like_folder(folder: Path, seed: int = 0) -> Path:
+    """A tiny model folder whose tokenizer carries the llama2 template, as the SFT stage leaves it."""
+    from transformers import AutoTokenizer
+
+    from hf_recipes.chat import attach_chat_template
+
+    save_tiny_model_folder(folder, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    attach_chat_template(tokenizer, "llama2")
+    tokenizer.save_pretrained(folder)
+    return folder

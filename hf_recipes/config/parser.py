@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from trl import TrlParser
 
-from hf_recipes.config.schema import STAGE_ARGUMENTS
+from hf_recipes.config.stages import STAGE_ARGUMENTS
 from hf_recipes.runtime import RecipeError, did_you_mean
 
 EXTENDS_KEY = "extends"  # a recipe's field naming the recipe it varies

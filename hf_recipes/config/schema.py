@@ -13,13 +13,6 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 from trl import DPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
-from hf_recipes.config.tools import (
-    EvaluateArguments,
-    GenerateArguments,
-    PushArguments,
-    QuantizeArguments,
-    SamplingArguments,
-)
 from hf_recipes.precision import AutoPrecisionMixin
 
 BF16_HELP = (
@@ -275,15 +268,3 @@ class DPORecipeConfig(RecipeTrainingArguments, DPOConfig):
 
 
 DPO_ARGUMENTS = (PreferenceDataArguments, PreferenceModelArguments, DPORecipeConfig)
-
-
-# Which dataclass tuple parses each stage's recipes (a recipe file is named <stage>[_variant].yaml).
-STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {
-    "pretrain": PRETRAIN_ARGUMENTS,
-    "sft": SFT_ARGUMENTS,
-    "dpo": DPO_ARGUMENTS,
-    "quantize": (QuantizeArguments,),
-    "evaluate": (EvaluateArguments,),
-    "generate": (GenerateArguments, SamplingArguments),
-    "push": (PushArguments,),
-}

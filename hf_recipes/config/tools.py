@@ -42,7 +42,7 @@ class EvaluateArguments:
         default="outputs/gpt2-tiny", metadata={"help": "The preset's outputs folder, holding one folder per stage."}
     )
     stages: list[str] = field(
-        default_factory=lambda: ["pretrain", "sft", "dpo", "quantized-nf4"],
+        default_factory=lambda: ["pretrain", "sft", "dpo", "grpo", "quantized-nf4"],
         metadata={"help": "Stage folders to evaluate, in pipeline order; missing ones are skipped."},
     )
     max_eval_examples: int = field(default=600, metadata={"help": "Held-out function-name conversations."})

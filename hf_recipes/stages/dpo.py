@@ -10,30 +10,13 @@ import functools
 from datasets import Dataset
 
 from hf_recipes import lifecycle, modeling
-from hf_recipes.chat import render
+from hf_recipes.chat import describe_pair, pairs_within
 from hf_recipes.data.sources import load_preference_splits, split_arguments
 from hf_recipes.evaluation import scores_of_stage
 from hf_recipes.plots import plot_dpo
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
 from hf_recipes.trainers import RecipeDPOTrainer
-
-
-def pairs_within(tokenizer, pairs: list[dict], max_length: int) -> list[dict]:
-    """The pairs whose prompt + longer answer fits `max_length` tokens (never truncated: a cut answer compares
-    nothing), each with that `length` in tokens."""
-    texts = [render(tokenizer, pair["prompt"] + pair[side]) for pair in pairs for side in ("chosen", "rejected")]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    rows = [{**pair, "length": max(lengths[2 * i], lengths[2 * i + 1])} for i, pair in enumerate(pairs)]
-    return [row for row in rows if row["length"] <= max_length]
-
-
-def describe_pair(tokenizer, pair: dict) -> str:
-    prompt = render(tokenizer, pair["prompt"], add_generation_prompt=True)
-    answers = {
-        side: render(tokenizer, pair["prompt"] + pair[side]).removeprefix(prompt) for side in ("chosen", "rejected")
-    }
-    return f"{prompt}\n  chosen:   {answers['chosen']!r}\n  rejected: {answers['rejected']!r}"
 
 
 def main(argv: list[str]) -> None:

@@ -1,0 +1,76 @@
+"""Verifiable rewards for GRPO, in TRL's reward-function shape: `f(prompts, completions, completion_ids, **columns)`
+returns one float per completion (columns of the dataset, such as `answer`, arrive as keyword lists).
+
+Built in: `exact_match` (1.0 when the completion, stripped, is the reference answer) and `stop` (1.0 when the
+completion ends with eos within max_completion_length). A user's own: `module:function`, checked when loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from hf_recipes.runtime import RecipeError
+
+RewardFunction = Callable[..., list[float]]
+
+
+def completion_text(completion: Any) -> str:
+    """A completion's text: conversational completions are `[{"role": "assistant", "content": ...}]`."""
+    if isinstance(completion, list):
+        return "".join(message.get("content", "") for message in completion)
+    return str(completion)
+
+
+def exact_match(completions: list[Any], answer: list[str], **kwargs) -> list[float]:
+    """1.0 where the completion is the reference answer (surrounding whitespace ignored), else 0.0."""
+    return [float(completion_text(c).strip() == a.strip()) for c, a in zip(completions, answer, strict=True)]
+
+
+def stop_reward(eos_token_id: int) -> RewardFunction:
+    """1.0 where the completion ended with eos (the model stopped by itself), 0.0 where the budget cut it."""
+
+    def stop(completion_ids: list[list[int]], **kwargs) -> list[float]:
+        return [float(bool(ids) and ids[-1] == eos_token_id) for ids in completion_ids]
+
+    return stop
+
+
+def load_user_reward(spec: str) -> RewardFunction:
+    """`package.module:function`, importable from here; refused unless it can take TRL's reward keywords."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise RecipeError(f"reward function '{spec}': write it as module:function (e.g. my_rewards:length_penalty)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise RecipeError(f"reward function '{spec}': cannot import module '{module_name}' ({error})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise RecipeError(f"reward function '{spec}': module '{module_name}' has no function '{function_name}'")
+    parameters = inspect.signature(function).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        names = ", ".join(p.name for p in parameters)
+        raise RecipeError(
+            f"reward function '{spec}' takes ({names}): it must accept **kwargs (TRL passes prompts, completions, "
+            "completion_ids and every dataset column by keyword)"
+        )
+    return function
+
+
+def reward_functions(names: list[str], eos_token_id: int) -> list[RewardFunction]:
+    """The recipe's rewards by name; a user's own as module:function."""
+    built_in = {"exact_match": lambda: exact_match, "stop": lambda: stop_reward(eos_token_id)}
+    functions = []
+    for name in names:
+        if name in built_in:
+            functions.append(built_in[name]())
+        elif ":" in name:
+            functions.append(load_user_reward(name))
+        else:
+            raise RecipeError(f"unknown reward '{name}': use {', '.join(built_in)} or module:function")
+    if not functions:
+        raise RecipeError("reward_functions is empty: GRPO needs at least one reward")
+    return functions

@@ -1,0 +1,106 @@
+"""Reinforcement learning with verifiable rewards: TRL's GRPOTrainer from a chat model (SFT or DPO output), full or
+LoRA, on prompts with reference answers (the built-in function-name task by default).
+
+accelerate launch recipes/grpo.py --config recipes/gpt2-tiny/grpo.yaml [--key value ...]
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+
+from datasets import Dataset
+
+from hf_recipes import lifecycle, modeling
+from hf_recipes.data.prompts import load_prompt_splits
+from hf_recipes.data.sources import split_arguments
+from hf_recipes.evaluation import fitting_conversations, scores_of_stage
+from hf_recipes.plots import plot_rl
+from hf_recipes.rewards import reward_functions
+from hf_recipes.runtime import RecipeError, logger
+from hf_recipes.tokenization import load_tokenizer
+from hf_recipes.trainers import RecipeGRPOTrainer
+
+
+def as_conversation(row: dict) -> dict:
+    """A prompt row as the conversation evaluation scores: the prompt, then the reference as the answer."""
+    return {"messages": [*row["prompt"], {"role": "assistant", "content": row["answer"]}]}
+
+
+def logged(history: list[dict], key: str) -> list[float]:
+    return [entry[key] for entry in history if key in entry]
+
+
+def main(argv: list[str]) -> None:
+    run = lifecycle.start("grpo", argv, starts_from="a chat model folder (e.g. outputs/gpt2-tiny/sft or dpo)")
+    if run is None:
+        return
+    data_args, model_args, training_args = run.arguments
+
+    # Checks that need no weights: data, tokenizer and its template, vocab, rewards, LoRA targets, 4-bit.
+    train_rows, eval_rows = load_prompt_splits(**split_arguments(data_args, training_args.seed))
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    if not tokenizer.chat_template:  # the prompts are rendered as the chat model was trained on them
+        raise RecipeError(f"{model_args.model_name_or_path} has no chat template: start GRPO from an SFT folder")
+    config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
+    modeling.check_vocab(config, tokenizer)
+    rewards = reward_functions(data_args.reward_functions, tokenizer.eos_token_id)
+    if data_args.reward_model:
+        modeling.check_vocab(modeling.load_config(data_args.reward_model), tokenizer)
+        rewards.append(data_args.reward_model)  # TRL scores completions with it (a sequence-classification folder)
+    lora = modeling.lora_config(model_args)
+    quantization = modeling.quantization_config(model_args)
+
+    model = modeling.load_chat_model(model_args, quantization)
+    # A prompt needs room for max_completion_length new tokens in the context: longer ones are left out.
+    conversations = [as_conversation(row) for row in train_rows]
+    room = fitting_conversations(model, tokenizer, conversations, training_args.max_completion_length)
+    kept = {id(conversation) for conversation in room}
+    train_rows = [row for row, conversation in zip(train_rows, conversations, strict=True) if id(conversation) in kept]
+    eval_conversations = [as_conversation(row) for row in eval_rows]
+    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    logger.info(
+        "Prompts: train %d, held-out %d; per optimizer step %d completions = %d prompts x %d generations of up to %d "
+        "tokens at temperature %s; rewards: %s",
+        *(len(train_rows), len(eval_conversations), per_step, per_step // training_args.num_generations),
+        *(training_args.num_generations, training_args.max_completion_length, training_args.temperature),
+        ", ".join([*data_args.reward_functions, *([data_args.reward_model] if data_args.reward_model else [])]),
+    )
+    scores = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=eval_conversations,
+                               data_args=data_args, batch_size=training_args.per_device_eval_batch_size)  # fmt: skip
+    before = scores(model, when="before") if data_args.eval_before_training and run.resume_dir is None else {}
+    run.record()
+    trainer = RecipeGRPOTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=training_args,
+        train_dataset=Dataset.from_list(train_rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=run.callbacks(),
+        check_initial_kl=training_args.check_initial_kl,
+    )
+    score = functools.partial(scores, when="after")
+    trained = run.train_chat_model(trainer, tokenizer, model_args, score, evaluate=False)
+    if trained is None:  # not the main process
+        return
+    result, _, after = trained
+    history = trainer.state.log_history
+    reward, kl = logged(history, "reward"), logged(history, "kl")
+    metrics = {
+        **before,
+        **after,
+        "mean_reward": statistics.fmean(reward) if reward else None,
+        "reward_first": reward[0] if reward else None,
+        "reward_last": reward[-1] if reward else None,
+        "initial_kl": trainer.initial_kl,
+        "kl_last": kl[-1] if kl else None,
+        "train_prompts": len(train_rows),
+        "num_generations": training_args.num_generations,
+        "lora": bool(model_args.use_peft),
+    }
+    summary = (
+        f"Greedy exact match {after['exact_match']:.3f} (before {before.get('exact_match_before', 'not measured')}), "
+        f"stop rate {after['stop_rate']:.3f}; reward {metrics['reward_first']} -> {metrics['reward_last']}"
+    )
+    run.finish(trainer, result, metrics, plot_rl, summary)

@@ -1,0 +1,165 @@
+"""GRPO: prompt rows and their errors, the verifiable rewards, a user's reward, the KL-at-start check, tiny runs."""
+
+import json
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_recipes.data.prompts import load_prompt_source, load_prompt_splits
+from hf_recipes.rewards import exact_match, load_user_reward, reward_functions, stop_reward
+from hf_recipes.runtime import RecipeError
+from hf_recipes.stages import grpo
+from tests.conftest import REPO_ROOT
+from tests.tiny import sft_like_folder
+
+TINY_GRPO = [
+    "--max_train_examples", "16", "--max_eval_examples", "4", "--eval_max_new_tokens", "4",
+    "--num_generations", "4", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
+    "--max_completion_length", "4", "--max_steps", "2", "--logging_steps", "1", "--save_steps", "2",
+    "--report_to", "none", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def run(base, output_dir, *extra):
+    grpo.main(["--config", str(REPO_ROOT / "recipes/gpt2-tiny/grpo.yaml"), *TINY_GRPO,
+               "--model_name_or_path", str(base), "--output_dir", str(output_dir), *extra])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chat_folder(tmp_path_factory):
+    return sft_like_folder(tmp_path_factory.mktemp("chat"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rewards
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_exact_match_rewards_the_reference_name_only():
+    completions = [[{"role": "assistant", "content": " add "}], [{"role": "assistant", "content": "add_one"}],
+                   [{"role": "assistant", "content": ""}], "add"]  # fmt: skip
+    assert exact_match(completions, answer=["add"] * 4) == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_stop_rewards_a_completion_that_ends_with_eos():
+    stop = stop_reward(eos_token_id=2)
+    assert stop(completion_ids=[[5, 6, 2], [5, 6, 7], []]) == [1.0, 0.0, 0.0]
+    assert [f.__name__ for f in reward_functions(["exact_match", "stop"], 2)] == ["exact_match", "stop"]
+
+
+def test_a_users_reward_is_loaded_by_module_and_function(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(
+        "def short(completions, **kwargs):\n    return [1.0 / (1 + len(str(c))) for c in completions]\n"
+        "def no_kwargs(completions):\n    return [0.0]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_user_reward("my_rewards:short")(completions=["ab"]) == [pytest.approx(1 / 3)]
+    for spec, message in [
+        ("missing_module_xyz:f", "cannot import module 'missing_module_xyz'"),
+        ("my_rewards:nope", "module 'my_rewards' has no function 'nope'"),
+        ("my_rewards:no_kwargs", "takes (completions): it must accept **kwargs"),
+        ("my_rewards:", "write it as module:function"),
+        ("exact", "unknown reward 'exact'"),
+    ]:
+        with pytest.raises(RecipeError, match=spec.split(":")[0]) as error:
+            reward_functions([spec], 2)
+        assert message in str(error.value) and "\n" not in str(error.value)
+    sys.modules.pop("my_rewards", None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompt rows
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_built_in_prompts_are_the_sft_conversations_without_their_answer():
+    rows = load_prompt_source("stdlib-function-name", "validation", limit=5)
+    assert [m["role"] for m in rows[0]["prompt"]] == ["system", "user"]
+    assert rows[0]["answer"] in rows[0]["prompt"][-1]["content"]
+
+
+def test_a_users_prompts_with_answers_load_and_bad_rows_are_named(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        '{"prompt": "Name it: def f(): pass", "answer": "f"}\n'
+        '{"messages": [{"role": "user", "content": "def g(): pass"}, {"role": "assistant", "content": "g"}]}\n'
+        '{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "def h(): pass"}], '
+        '"answer": "h"}\n'
+    )
+    rows = load_prompt_source(str(good), "train")
+    assert [row["answer"] for row in rows] == ["f", "g", "h"]
+    assert rows[1]["prompt"] == [{"role": "user", "content": "def g(): pass"}]
+    train, held_out = load_prompt_splits(str(good), validation_percent=34, seed=0)
+    assert len(train) == 2 and len(held_out) == 1 and held_out[0] not in train
+    for line, message in [
+        ('{"prompt": "def f(): pass"}', "good2.jsonl:1: missing 'answer'"),
+        ('{"question": "x", "answer": "y"}', "good2.jsonl:1: needs a 'prompt'"),
+        ('{"prompt": [{"role": "assistant", "content": "x"}], "answer": "y"}', "good2.jsonl:1:"),
+    ]:
+        (tmp_path / "good2.jsonl").write_text(line + "\n")
+        with pytest.raises(RecipeError, match=message):
+            load_prompt_source(str(tmp_path / "good2.jsonl"), "train")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny runs through the real stage
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_lora_grpo_starts_at_zero_kl_changes_only_the_projections_and_records_rewards(
+    chat_folder, tmp_path, monkeypatch
+):
+    # A random tiny model never says the name, so exact match is 0 for every completion and no advantage moves it:
+    # a user's reward that varies between completions (fewer characters score higher) gives GRPO a signal.
+    (tmp_path / "shorter.py").write_text(
+        "from hf_recipes.rewards import completion_text\n"
+        "def shorter(completions, **kwargs):\n    return [-len(completion_text(c)) / 10 for c in completions]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run(chat_folder, tmp_path / "grpo", "--reward_functions", "exact_match", "stop", "shorter:shorter")
+    metrics = json.loads((tmp_path / "grpo" / "metrics.json").read_text())
+    assert metrics["initial_kl"] == pytest.approx(0.0, abs=1e-6)  # the reference is the starting policy
+    for key in ("exact_match", "exact_match_before", "stop_rate", "mean_reward", "kl_last", "train_prompts"):
+        assert key in metrics, key
+    assert metrics["train_steps"] == 2 and metrics["mean_reward"] < 0  # the user's reward was summed in
+    before, after = load_file(chat_folder / "model.safetensors"), load_file(tmp_path / "grpo" / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) for name in changed)
+    assert (tmp_path / "grpo" / "adapter" / "adapter_config.json").is_file()
+    assert not list((tmp_path / "grpo").glob("**/training_args.bin"))
+
+
+def test_a_reference_that_is_not_the_start_policy_stops_at_the_first_step(tmp_path):
+    # Dropout on in both (the tiny model has 0.1): the policy's and the reference's log-probabilities disagree.
+    base = sft_like_folder(tmp_path / "base")
+    with pytest.raises(RecipeError, match=r"the first step's KL to the reference is .*, not 0"):
+        run(base, tmp_path / "grpo", "--disable_dropout", "false", "--use_peft", "false")
+    assert not (tmp_path / "grpo" / "model.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The reward model, and GRPO against it
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_a_reward_model_trains_on_pairs_and_grpo_runs_against_it(chat_folder, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_recipes.stages import reward
+
+    reward.main(["--config", str(REPO_ROOT / "recipes/gpt2-tiny/reward.yaml"), "--model_name_or_path",
+                 str(chat_folder), "--output_dir", str(tmp_path / "reward"), "--max_train_examples", "16",
+                 "--max_eval_examples", "6", "--max_length", "200", "--per_device_train_batch_size", "4",
+                 "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1",
+                 "--report_to", "none", "--disable_tqdm", "true"])  # fmt: skip
+    metrics = json.loads((tmp_path / "reward" / "metrics.json").read_text())
+    assert 0.0 <= metrics["pair_accuracy"] <= 1.0 and metrics["eval_pairs"] > 0 and metrics["train_steps"] == 2
+    scorer = AutoModelForSequenceClassification.from_pretrained(tmp_path / "reward")
+    assert scorer.config.num_labels == 1 and scorer.config.pad_token_id is not None
+
+    run(chat_folder, tmp_path / "grpo", "--reward_model", str(tmp_path / "reward"))
+    history = json.loads((tmp_path / "grpo" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    # TRL names a reward model's column after its folder: rewards/reward/mean next to exact_match's and stop's.
+    assert any("rewards/reward/mean" in entry for entry in history), "the reward model was not one of the rewards"
