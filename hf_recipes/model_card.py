@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_recipes.chat import TEMPLATES_PACKAGE
+from hf_recipes.data.sources import looks_like_a_data_file
 from hf_recipes.run_folder import ADAPTER_FOLDER, NOT_VERIFIED_FILE, config_value, model_folder_kind, read_run_config
 
 CARD_TEMPLATE = "model_card.md"
@@ -33,7 +34,6 @@ BUILT_IN_DATASETS = {
 }
 
 
-DATA_FILE_SUFFIXES = {".json", ".jsonl", ".txt", ".csv", ".parquet"}  # a name ending so is a local file
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -56,7 +56,7 @@ def is_hub_id(name: str | None) -> bool:
     """True for something that names a Hub repository rather than a local path or a built-in source."""
     if not name or name in BUILT_IN_DATASETS or os.path.exists(name) or name.startswith((".", "/", "~")):
         return False
-    return bool(HUB_ID.match(name)) and Path(name).suffix.lower() not in DATA_FILE_SUFFIXES
+    return bool(HUB_ID.match(name)) and not looks_like_a_data_file(name.lower())
 
 
 def own_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:

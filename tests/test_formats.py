@@ -226,3 +226,78 @@ def test_no_rows_is_an_error(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     path = tmp_path / "empty.jsonl"
     assert error_of(conversations_from_rows, jsonl_rows(path), source=str(path)) == f"{path}: no rows"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Compressed local files, and TRL's implicit-prompt preference rows
+# ---------------------------------------------------------------------------------------------------------------
+
+CHAT_ROWS = [
+    {
+        "messages": [
+            {"role": "user", "content": f"Name {i}: def f{i}(): pass"},
+            {"role": "assistant", "content": f"f{i}"},
+        ]
+    }
+    for i in range(4)
+]
+
+
+def compressed(path, data: bytes, compression: str):
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compression]
+    with opener(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])
+def test_compressed_local_files_load_as_the_plain_ones_do(tmp_path, compression):
+    from hf_recipes.data.sources import load_chat_source, load_text_source
+
+    lines = "".join(json.dumps(row) + "\n" for row in CHAT_ROWS).encode()
+    (tmp_path / "rows.jsonl").write_bytes(lines)
+    packed = compressed(tmp_path / f"rows.jsonl.{compression}", lines, compression)
+    assert load_chat_source(str(packed), "train") == load_chat_source(str(tmp_path / "rows.jsonl"), "train")
+    # A bad row is still named by its file and line.
+    bad = compressed(tmp_path / f"bad.jsonl.{compression}", lines + b'{"messages": "oops"}\n', compression)
+    with pytest.raises(RecipeError, match=rf"bad\.jsonl\.{compression}:5: "):
+        load_chat_source(str(bad), "train")
+    # Text for pretraining, through the `datasets` builder.
+    text = compressed(
+        tmp_path / f"corpus.txt.{compression}", b"".join(b"line %d\n" % i for i in range(40)), compression
+    )
+    corpus = load_text_source(str(text), validation_percent=10.0)
+    assert len(corpus["train"]) + len(corpus["validation"]) == 40
+
+
+def test_an_unsupported_compressed_file_says_what_is_supported(tmp_path):
+    from hf_recipes.data.sources import load_chat_source
+
+    (tmp_path / "rows.pdf.gz").write_bytes(b"")
+    with pytest.raises(RecipeError, match=r"rows\.pdf\.gz: unsupported file type; use one of .* \(or compressed: .gz"):
+        load_chat_source(str(tmp_path / "rows.pdf.gz"), "train")
+
+
+def test_implicit_prompt_preference_rows_become_the_explicit_pair(tmp_path):
+    from hf_recipes.data.sources import load_preference_source
+
+    shared = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name: def area(w, h): ..."}]
+    implicit = {"chosen": [*shared, {"role": "assistant", "content": "area"}],
+                "rejected": [*shared, {"role": "assistant", "content": "w"}]}  # fmt: skip
+    explicit = {"prompt": shared, "chosen": "area", "rejected": "w"}
+    (tmp_path / "implicit.jsonl").write_text(json.dumps(implicit) + "\n")
+    (tmp_path / "explicit.jsonl").write_text(json.dumps(explicit) + "\n")
+    pairs = load_preference_source(str(tmp_path / "implicit.jsonl"), "train")
+    assert pairs == load_preference_source(str(tmp_path / "explicit.jsonl"), "train")
+    assert pairs[0]["prompt"] == shared and pairs[0]["chosen"] == [{"role": "assistant", "content": "area"}]
+    def turns(user, assistant):
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+    nothing_shared = {"chosen": turns("a", "b"), "rejected": turns("c", "d")}
+    (tmp_path / "unshared.jsonl").write_text(json.dumps(nothing_shared) + "\n")
+    with pytest.raises(RecipeError, match=r"unshared\.jsonl:1: 'chosen' and 'rejected' share no first turns"):
+        load_preference_source(str(tmp_path / "unshared.jsonl"), "train")

@@ -177,9 +177,11 @@ def validate_conversation(messages: Any, where: str, require_answer: bool = True
 
 def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, row) for each non-blank line of a JSON Lines file; a bad line raises with its number."""
+    from hf_recipes.data.sources import open_data_file
+
     path = Path(path)
     try:
-        handle = path.open("rb")
+        handle = open_data_file(path)
     except OSError as error:
         raise RecipeError(f"{path}: cannot read ({error.strerror or error})") from error
     with handle:
@@ -270,12 +272,26 @@ def _answer_turn(value: Any, key: str, where: str) -> dict[str, str]:
     return {"role": "assistant", "content": content}
 
 
+def implicit_prompt(row: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """TRL's implicit-prompt preference row (`chosen` and `rejected` are whole conversations sharing their first
+    turns, the shape of most preference datasets on the Hub) with the shared turns taken out as its `prompt`, as
+    TRL's `extract_prompt` finds it."""
+    from trl.data_utils import extract_prompt
+
+    pair = extract_prompt({"chosen": row["chosen"], "rejected": row["rejected"]})
+    if not pair["prompt"]:
+        raise RecipeError(f"{where}: 'chosen' and 'rejected' share no first turns, so there is no prompt to find")
+    return {**row, **pair}
+
+
 def to_preference_pair(row: Mapping[str, Any], where: str) -> dict[str, Messages]:
     """One row with prompt/chosen/rejected (plain text or conversational) -> conversational pair, validated.
 
     A plain-text prompt becomes one user message and a plain-text answer one assistant message (as SFT's
     prompt/completion rows do), so every pair goes through the model's own chat template.
     """
+    if "prompt" not in row and isinstance(row.get("chosen"), list) and isinstance(row.get("rejected"), list):
+        row = implicit_prompt(row, where)
     for key in PREFERENCE_KEYS:
         _required(row, key, "preference", where)
     prompt = _turns(row["prompt"], "user", "prompt", where)

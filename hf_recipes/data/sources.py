@@ -16,8 +16,19 @@ from datasets import Dataset, DatasetDict
 from hf_recipes.data import stdlib
 from hf_recipes.runtime import RecipeError, logger
 
-# File extension -> `datasets` builder.
+# File extension -> `datasets` builder; a text format may also be compressed (`data.jsonl.gz`), as `datasets` reads.
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+
+
+def data_suffix(path: Path | str) -> str:
+    """The data format's extension, under any compression: `rows.jsonl.gz` -> `.jsonl`."""
+    suffixes = Path(path).suffixes
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in COMPRESSIONS else Path(path).suffix
+
+
+def looks_like_a_data_file(name: str) -> bool:
+    return data_suffix(name) in BUILDERS
 
 
 def stdlib_corpus(validation_percent: float = stdlib.VALIDATION_PERCENT) -> DatasetDict:
@@ -37,15 +48,35 @@ def local_files(path: Path) -> list[Path]:
     if path.is_file():
         files = [path]
     else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in BUILDERS)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and data_suffix(p) in BUILDERS)
         if not files:
             raise RecipeError(f"{path}: no data files ({', '.join(BUILDERS)}) in this folder")
-    suffixes = {BUILDERS.get(p.suffix) for p in files}
+    suffixes = {BUILDERS.get(data_suffix(p)) for p in files}
     if None in suffixes:
-        raise RecipeError(f"{files[0]}: unsupported file type; use one of {', '.join(BUILDERS)}")
+        raise RecipeError(
+            f"{files[0]}: unsupported file type; use one of {', '.join(BUILDERS)} (or compressed: "
+            f"{', '.join(COMPRESSIONS)})"
+        )
     if len(suffixes) > 1:
         raise RecipeError(f"{path}: mixes file types ({', '.join(sorted(p.suffix for p in files))}); use one kind")
     return files
+
+
+def open_data_file(path: Path):
+    """A local data file opened for reading bytes, decompressed when its name says it is compressed."""
+    import bz2
+    import gzip
+    import lzma
+
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    suffix = Path(path).suffix
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise RecipeError(f"{path}: reading .zst needs the zstandard package: pip install zstandard") from None
+        return zstandard.open(path, "rb")
+    return openers.get(suffix, open)(path, "rb")
 
 
 def _check_text_files(files: list[Path], path: Path) -> None:
@@ -53,9 +84,10 @@ def _check_text_files(files: list[Path], path: Path) -> None:
     if all(file.stat().st_size == 0 for file in files):
         raise RecipeError(f"{path} is empty")
     for file in files:
-        if file.suffix == ".parquet":
+        if data_suffix(file) == ".parquet":
             continue
-        data = file.read_bytes()
+        with open_data_file(file) as handle:
+            data = handle.read()
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -67,7 +99,7 @@ def load_local(path: Path, streaming: bool = False):
     """Load local files with the `datasets` builder for their extension, as a single 'train' split."""
     files = local_files(path)
     _check_text_files(files, path)
-    builder = BUILDERS[files[0].suffix]
+    builder = BUILDERS[data_suffix(files[0])]
     try:
         return datasets.load_dataset(builder, data_files={"train": [str(f) for f in files]}, streaming=streaming)
     except Exception as error:  # the builders raise ValueError, ArrowInvalid, DatasetGenerationError, ...
@@ -109,7 +141,7 @@ def load_text_source(
     if os.path.exists(dataset_name):
         raw = load_local(Path(dataset_name), streaming)
         where = dataset_name
-    elif dataset_name.startswith((".", "/", "~")) or dataset_name.endswith(tuple(BUILDERS)):
+    elif dataset_name.startswith((".", "/", "~")) or looks_like_a_data_file(dataset_name):
         raise RecipeError(f"data file not found: {dataset_name}")
     else:
         raw = load_hub(dataset_name, dataset_config, dataset_revision, streaming)
@@ -178,12 +210,12 @@ def located_rows(dataset_name: str, split: str, dataset_config, dataset_revision
 
     if os.path.exists(dataset_name):
         files = local_files(Path(dataset_name))
-        if files[0].suffix == ".jsonl":
+        if data_suffix(files[0]) == ".jsonl":
             rows = (located for file in files for located in formats.jsonl_rows(file))
         else:
             rows = formats.dataset_rows(load_local(Path(dataset_name))["train"], dataset_name)
         source = dataset_name
-    elif dataset_name.startswith((".", "/", "~")) or dataset_name.endswith(tuple(BUILDERS)):
+    elif dataset_name.startswith((".", "/", "~")) or looks_like_a_data_file(dataset_name):
         raise RecipeError(f"data file not found: {dataset_name}")
     else:
         raw = load_hub(dataset_name, dataset_config, dataset_revision, streaming=False)
