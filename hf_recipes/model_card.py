@@ -34,8 +34,6 @@ BUILT_IN_DATASETS = {
 }
 
 
-
-
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 

@@ -294,6 +294,7 @@ def test_implicit_prompt_preference_rows_become_the_explicit_pair(tmp_path):
     pairs = load_preference_source(str(tmp_path / "implicit.jsonl"), "train")
     assert pairs == load_preference_source(str(tmp_path / "explicit.jsonl"), "train")
     assert pairs[0]["prompt"] == shared and pairs[0]["chosen"] == [{"role": "assistant", "content": "area"}]
+
     def turns(user, assistant):
         return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
