@@ -1,4 +1,5 @@
-"""One learning experiment: pretrain (and SFT) the gpt2-tiny recipes with a change, and add its row to LEARNING.md.
+"""One learning experiment: pretrain (and SFT) the gpt2-tiny recipes with a change, and add its row to LEARNING.md
+(benchmarks/LEARNING.md, "Runs of benchmarks/learning.py"; a finished run of the same command is reused).
 
 Each run trains from the same seed as the recipes, so rows differ by their change alone. SFT is measured on the
 built-in task's 555 held-out functions (exact match overall and by answer length in tokens).
@@ -18,19 +19,10 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LEARNING = REPO_ROOT / "benchmarks" / "LEARNING.md"
-HEADER = """# Learning experiments
-
-What the CPU minutes teach: each row is one run of `benchmarks/learning.py` from the recipes' seed, on the built-in
-data (pretraining on the standard library's train modules; exact match of SFT on the 555 held-out functions).
-Minutes are the training time the stages measured (train_seconds: evaluations left out), pretraining + SFT, on
-the machine named. Copying probe: loss on 16 held-out 128-token
-spans, read once -> repeated right after (a model that can copy predicts the repeat almost perfectly).
-
-"""
-COLUMNS = ("experiment", "change", "machine", "pretrain tokens", "minutes", "perplexity", "copying probe", "SFT EM",
-           "EM by answer tokens 1/2/3/4/5+", "command", "commit")  # fmt: skip
 
 
 def run_stage(script: str, recipe: str, output_dir: Path, args: list[str]) -> dict:
@@ -73,8 +65,11 @@ def main() -> None:
         sft = run_stage("sft", args.sft_recipe, folder / "sft", sft_args)
     minutes = (pretrained["train_seconds"] + sft.get("train_seconds", 0.0)) / 60
     by_length = sft.get("exact_match_by_answer_tokens", {})
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    command = "python benchmarks/learning.py " + shlex.join(sys.argv[1:])
+    # The commit of the code that trained the model (a reused run keeps the commit it was trained at).
+    record = yaml.safe_load((folder / "pretrain" / "run_config.yaml").read_text())
+    commit = (record.get("git_commit") or "unknown")[:7]
+    options = ["--pretrain-only"] if args.pretrain_only else ["--sft-args", args.sft_args] if args.sft_args else []
+    command = shlex.join(["python", "benchmarks/learning.py", "--name", args.name, *options, "--", *pretrain_args])
     row = [
         args.name,
         args.change,
@@ -88,8 +83,6 @@ def main() -> None:
         f"`{command}`",
         commit,
     ]
-    if not LEARNING.exists():
-        LEARNING.write_text(HEADER + "\n| " + " | ".join(COLUMNS) + " |\n|" + " --- |" * len(COLUMNS) + "\n")
     with LEARNING.open("a") as file:
         file.write("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |\n")
     print(f"{datetime.now(timezone.utc):%H:%M} row added to {LEARNING}:\n" + " | ".join(row))
