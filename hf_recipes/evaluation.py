@@ -272,13 +272,35 @@ def copying_probe(model, validation, block_size: int) -> dict[str, float]:
     return copying
 
 
+def measures_exact_match(data_args) -> bool:
+    """Exact match means something for short answers only: the built-in task, or data the recipe says is like it
+    (`eval_metric: exact_match`). Open-ended answers (chat, instructions) are measured by held-out answer loss."""
+    if data_args.eval_metric == "auto":
+        return data_args.dataset_name == "stdlib-function-name"
+    return data_args.eval_metric == "exact_match"
+
+
 def scores_of_stage(model, tokenizer, conversations, data_args, batch_size: int, when: str) -> dict[str, Any]:
-    """Exact match and stop rate of a chat stage's model on its held-out conversations, logged; `when` is
-    'before' (only the two headline numbers, suffixed _before) or 'after' (every number chat_task_metrics gives)."""
-    logger.info("Exact match and stop rate %s training, on %d held-out conversations", when, len(conversations))
+    """Exact match (where it fits the data: `measures_exact_match`) and stop rate of a chat stage's model on its
+    held-out conversations, logged; `when` is 'before' (the headline numbers, suffixed _before) or 'after'."""
+    exact = measures_exact_match(data_args)
+    what = "Exact match and stop rate" if exact else "Stop rate (open-ended answers: no exact match)"
+    logger.info("%s %s training, on %d held-out conversations", what, when, len(conversations))
     scores = chat_task_metrics(model, tokenizer, conversations, data_args.eval_max_new_tokens, batch_size)
+    if not exact:
+        scores = {key: value for key, value in scores.items() if not key.startswith("exact_match")}
     if when == "after":
         return scores
-    before = {"exact_match_before": scores["exact_match"], "stop_rate_before": scores["stop_rate"]}
+    before = {f"{key}_before": scores[key] for key in ("exact_match", "stop_rate") if key in scores}
     logger.info("Before training: %s", before)
     return before
+
+
+def headline(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The summary line's numbers: exact match where it was measured, and the stop rate."""
+    stop = f"stop rate {after['stop_rate']:.3f} (before {before.get('stop_rate_before', 'not measured')})"
+    if "exact_match" not in after:
+        return stop
+    return (
+        f"exact match {after['exact_match']:.3f} (before {before.get('exact_match_before', 'not measured')}), {stop}"
+    )

@@ -150,3 +150,22 @@ def test_a_template_that_leaves_eos_out_of_the_loss_is_refused(base, tmp_path):
     run(base, tmp_path / "chatml", "sft.yaml", "--chat_template", "chatml", "--max_steps", "1", "--eval_steps", "1",
         "--save_steps", "1", "--eval_before_training", "false")  # fmt: skip
     assert (tmp_path / "chatml" / "model.safetensors").is_file()
+
+
+def test_open_ended_data_is_measured_by_answer_loss_not_a_meaningless_exact_match(tmp_path):
+    rows = [
+        {"instruction": f"Describe the number {i}.", "input": "", "output": f"{i} is a number with {i % 3} friends."}
+        for i in range(30)
+    ]  # alpaca rows: long, open-ended answers
+    data = tmp_path / "alpaca.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = save_tiny_model_folder(tmp_path / "base")
+    run(base, tmp_path / "open", "sft.yaml", "--dataset_name", str(data), "--validation_percent", "20")
+    metrics = json.loads((tmp_path / "open" / "metrics.json").read_text())
+    assert not [key for key in metrics if key.startswith("exact_match")]
+    assert metrics["answer_perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-6)
+    assert "stop_rate" in metrics and "stop_rate_before" in metrics
+    # The recipe can still ask for exact match (short answers of its own).
+    run(base, tmp_path / "asked", "sft.yaml", "--dataset_name", str(data), "--validation_percent", "20",
+        "--eval_metric", "exact_match")  # fmt: skip
+    assert "exact_match" in json.loads((tmp_path / "asked" / "metrics.json").read_text())

@@ -7,6 +7,7 @@ Hub id, `eval_blocks` the held-out text blocks, `max_eval_examples` the held-out
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -199,6 +200,13 @@ class HeldOutChatData(ScriptArguments):
     )
     eval_before_training: bool = field(
         default=True, metadata={"help": "Also measure exact match and stop rate of the model before this stage."}
+    )
+    eval_metric: typing.Literal["auto", "exact_match", "loss"] = field(
+        default="auto",
+        metadata={
+            "help": "Headline of held-out answers: exact_match (short answers; the built-in task's default) or loss "
+            "(answer loss and perplexity, for open-ended chat data; auto's choice for other data). Stop rate always."
+        },
     )
 
 

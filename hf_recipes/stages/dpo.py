@@ -12,7 +12,7 @@ from datasets import Dataset
 from hf_recipes import lifecycle, modeling
 from hf_recipes.chat import describe_pair, pairs_within
 from hf_recipes.data.sources import load_preference_splits, split_arguments
-from hf_recipes.evaluation import scores_of_stage
+from hf_recipes.evaluation import headline, scores_of_stage
 from hf_recipes.plots import plot_dpo
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
@@ -99,9 +99,8 @@ def main(argv: list[str]) -> None:
         "lora": bool(model_args.use_peft),
     }
     summary = (
-        f"Held-out reward accuracy {metrics['reward_accuracy']:.3f}, margin {metrics['reward_margin']:.3f}; exact "
-        f"match {after['exact_match']:.3f} (before {before.get('exact_match_before', 'not measured')}), stop rate "
-        f"{after['stop_rate']:.3f}"
+        f"Held-out reward accuracy {metrics['reward_accuracy']:.3f}, margin {metrics['reward_margin']:.3f}; "
+        f"{headline(before, after)}"
     )
     plot = functools.partial(plot_dpo, loss_name=" + ".join(training_args.loss_type))
     run.finish(trainer, result, metrics, plot, summary)

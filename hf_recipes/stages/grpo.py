@@ -14,7 +14,7 @@ from datasets import Dataset
 from hf_recipes import lifecycle, modeling
 from hf_recipes.data.prompts import load_prompt_splits
 from hf_recipes.data.sources import split_arguments
-from hf_recipes.evaluation import fitting_conversations, scores_of_stage
+from hf_recipes.evaluation import fitting_conversations, headline, scores_of_stage
 from hf_recipes.plots import plot_rl
 from hf_recipes.rewards import reward_functions
 from hf_recipes.runtime import RecipeError, logger
@@ -99,8 +99,5 @@ def main(argv: list[str]) -> None:
         "num_generations": training_args.num_generations,
         "lora": bool(model_args.use_peft),
     }
-    summary = (
-        f"Greedy exact match {after['exact_match']:.3f} (before {before.get('exact_match_before', 'not measured')}), "
-        f"stop rate {after['stop_rate']:.3f}; reward {metrics['reward_first']} -> {metrics['reward_last']}"
-    )
+    summary = f"Greedy {headline(before, after)}; reward {metrics['reward_first']} -> {metrics['reward_last']}"
     run.finish(trainer, result, metrics, plot_rl, summary)

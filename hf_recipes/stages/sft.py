@@ -11,9 +11,10 @@ import functools
 from datasets import Dataset
 
 from hf_recipes import lifecycle, modeling
+from hf_recipes.callbacks import perplexity_of
 from hf_recipes.chat import attach_chat_template, log_training_rows, tokenize_for_training
 from hf_recipes.data.sources import load_chat_splits, split_arguments
-from hf_recipes.evaluation import scores_of_stage
+from hf_recipes.evaluation import headline, scores_of_stage
 from hf_recipes.plots import plot_losses
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
@@ -77,15 +78,13 @@ def main(argv: list[str]) -> None:
     metrics = {
         **before,
         **after,
-        "eval_loss": final_eval["eval_loss"],
+        "eval_loss": final_eval["eval_loss"],  # the loss on held-out answers (and their eos) only
+        "answer_perplexity": perplexity_of(final_eval["eval_loss"]),
         "train_examples": len(train_rows),
         "train_examples_too_long": len(train_conversations) - len(train_kept),
         "eval_examples_too_long": len(eval_conversations) - len(eval_kept),
         "lora": bool(model_args.use_peft),
         "load_in_4bit": bool(model_args.load_in_4bit),
     }
-    summary = (
-        f"Exact match {after['exact_match']:.3f} (before {before.get('exact_match_before', 'not measured')}), "
-        f"stop rate {after['stop_rate']:.3f}"
-    )
+    summary = f"Held-out answer perplexity {metrics['answer_perplexity']:.2f}, {headline(before, after)}"
     run.finish(trainer, result, metrics, functools.partial(plot_losses, title="supervised fine-tuning"), summary)
