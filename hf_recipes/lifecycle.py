@@ -8,6 +8,7 @@ save, and finish: metrics, plots, no pickles, the complete record, the push.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -77,6 +78,17 @@ class StageRun:
         evaluating = seconds_spent_evaluating(trainer.state.log_history, self.first_step if self.resume_dir else -1)
         self.train_seconds = time.perf_counter() - started - evaluating
         return result
+
+    def held_out_scores(self, model, tokenizer, conversations, data_args):
+        """(before, score): the start model's held-out scores (none when eval_before_training is off or the run
+        resumes) and the function that scores the trained model the same way."""
+        from hf_recipes.evaluation import scores_of_stage
+
+        batch_size = self.training_args.per_device_eval_batch_size
+        score = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=conversations,
+                                  data_args=data_args, batch_size=batch_size)  # fmt: skip
+        before = score(model, when="before") if data_args.eval_before_training and self.resume_dir is None else {}
+        return before, functools.partial(score, when="after")
 
     def train_chat_model(self, trainer, tokenizer, model_args, score: Callable[[Any], dict[str, Any]], evaluate=True):
         """SFT, DPO, GRPO: train(), the final held-out evaluation (unless `evaluate` is off), then on the main process

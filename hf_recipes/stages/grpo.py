@@ -6,7 +6,6 @@ accelerate launch recipes/grpo.py --config recipes/gpt2-tiny/grpo.yaml [--key va
 
 from __future__ import annotations
 
-import functools
 import statistics
 
 from datasets import Dataset
@@ -14,11 +13,11 @@ from datasets import Dataset
 from hf_recipes import lifecycle, modeling
 from hf_recipes.data.prompts import load_prompt_splits
 from hf_recipes.data.sources import split_arguments
-from hf_recipes.evaluation import fitting_conversations, headline, scores_of_stage
+from hf_recipes.evaluation import fitting_conversations, headline
 from hf_recipes.plots import plot_rl
 from hf_recipes.rewards import reward_functions
-from hf_recipes.runtime import RecipeError, logger
-from hf_recipes.tokenization import load_tokenizer
+from hf_recipes.runtime import logger
+from hf_recipes.stages.chat_inputs import chat_tokenizer_and_config
 from hf_recipes.trainers import RecipeGRPOTrainer
 
 
@@ -39,11 +38,7 @@ def main(argv: list[str]) -> None:
 
     # Checks that need no weights: data, tokenizer and its template, vocab, rewards, LoRA targets, 4-bit.
     train_rows, eval_rows = load_prompt_splits(**split_arguments(data_args, training_args.seed))
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
-    if not tokenizer.chat_template:  # the prompts are rendered as the chat model was trained on them
-        raise RecipeError(f"{model_args.model_name_or_path} has no chat template: start GRPO from an SFT folder")
-    config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
-    modeling.check_vocab(config, tokenizer)
+    tokenizer, _ = chat_tokenizer_and_config(model_args, "GRPO")
     rewards = reward_functions(data_args.reward_functions, tokenizer.eos_token_id)
     if data_args.reward_model:
         modeling.check_vocab(modeling.load_config(data_args.reward_model), tokenizer)
@@ -66,9 +61,7 @@ def main(argv: list[str]) -> None:
         *(training_args.num_generations, training_args.max_completion_length, training_args.temperature),
         ", ".join([*data_args.reward_functions, *([data_args.reward_model] if data_args.reward_model else [])]),
     )
-    scores = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=eval_conversations,
-                               data_args=data_args, batch_size=training_args.per_device_eval_batch_size)  # fmt: skip
-    before = scores(model, when="before") if data_args.eval_before_training and run.resume_dir is None else {}
+    before, score = run.held_out_scores(model, tokenizer, eval_conversations, data_args)
     run.record()
     trainer = RecipeGRPOTrainer(
         model=model,
@@ -80,7 +73,6 @@ def main(argv: list[str]) -> None:
         callbacks=run.callbacks(),
         check_initial_kl=training_args.check_initial_kl,
     )
-    score = functools.partial(scores, when="after")
     trained = run.train_chat_model(trainer, tokenizer, model_args, score, evaluate=False)
     if trained is None:  # not the main process
         return

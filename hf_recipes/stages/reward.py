@@ -11,12 +11,10 @@ import functools
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 
-from hf_recipes import lifecycle, modeling
-from hf_recipes.chat import describe_pair, pairs_within
-from hf_recipes.data.sources import load_preference_splits, split_arguments
+from hf_recipes import lifecycle
 from hf_recipes.plots import plot_losses
-from hf_recipes.runtime import RecipeError, logger
-from hf_recipes.tokenization import load_tokenizer
+from hf_recipes.runtime import RecipeError
+from hf_recipes.stages.chat_inputs import preference_data
 from hf_recipes.trainers import RecipeRewardTrainer
 
 
@@ -29,22 +27,8 @@ def main(argv: list[str]) -> None:
         raise RecipeError("reward modeling trains the whole model and its new score head here: use_peft: false")
 
     # Checks that need no weights: data, tokenizer and its template, vocab.
-    train_pairs, eval_pairs = load_preference_splits(**split_arguments(data_args, training_args.seed))
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
-    if not tokenizer.chat_template:  # pairs are scored as the chat model renders them
-        raise RecipeError(f"{model_args.model_name_or_path} has no chat template: start from an SFT folder")
-    config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
-    modeling.check_vocab(config, tokenizer)
-    max_length = modeling.max_length_within_positions(training_args.max_length, config)
-    train_rows = pairs_within(tokenizer, train_pairs, max_length)
-    eval_rows = pairs_within(tokenizer, eval_pairs, max_length)
-    logger.info(
-        "Pairs within max_length=%d tokens: train %d of %d, held-out %d of %d (longer ones left out)",
-        *(max_length, len(train_rows), len(train_pairs), len(eval_rows), len(eval_pairs)),
-    )
-    if not train_rows or not eval_rows:
-        raise RecipeError(f"no pair fits max_length={max_length}; raise max_length or use shorter data")
-    logger.info("First training pair, through the model's chat template:\n%s", describe_pair(tokenizer, train_rows[0]))
+    data = preference_data(data_args, model_args, training_args, "reward modeling")
+    tokenizer, train_rows, eval_rows = data.tokenizer, data.train_rows, data.eval_rows
 
     # The causal LM's body with a new one-output score head (its weights are reported as newly initialized).
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -14,7 +14,7 @@ from hf_recipes import lifecycle, modeling
 from hf_recipes.callbacks import perplexity_of
 from hf_recipes.chat import attach_chat_template, log_training_rows, tokenize_for_training
 from hf_recipes.data.sources import load_chat_splits, split_arguments
-from hf_recipes.evaluation import headline, scores_of_stage
+from hf_recipes.evaluation import headline
 from hf_recipes.plots import plot_losses
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
@@ -56,9 +56,7 @@ def main(argv: list[str]) -> None:
     log_training_rows(tokenizer, train_rows, train_kept, len(train_conversations))
 
     model = modeling.load_chat_model(model_args, quantization)
-    scores = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=eval_kept, data_args=data_args,
-                               batch_size=training_args.per_device_eval_batch_size)  # fmt: skip
-    before = scores(model, when="before") if data_args.eval_before_training and run.resume_dir is None else {}
+    before, score = run.held_out_scores(model, tokenizer, eval_kept, data_args)
     run.record()
     trainer = RecipeSFTTrainer(
         model=model,
@@ -71,7 +69,7 @@ def main(argv: list[str]) -> None:
         peft_config=lora,
         callbacks=run.callbacks(),
     )
-    trained = run.train_chat_model(trainer, tokenizer, model_args, functools.partial(scores, when="after"))
+    trained = run.train_chat_model(trainer, tokenizer, model_args, score)
     if trained is None:  # not the main process
         return
     result, final_eval, after = trained
