@@ -29,6 +29,13 @@ class PromptDataArguments(HeldOutChatData):
             "within max_completion_length), or your own as module:function (TRL's reward-function signature)."
         },
     )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train on prompts of at most this many tokens (None: all that fit the context). Each step "
+            "reads every prompt num_generations times, 3 passes each: long prompts cost far more than their answers."
+        },
+    )
     reward_model: str | None = field(
         default=None,
         metadata={"help": "A reward model folder (make reward's output) scored as one more reward."},

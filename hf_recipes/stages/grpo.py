@@ -13,7 +13,7 @@ from datasets import Dataset
 from hf_recipes import lifecycle, modeling
 from hf_recipes.data.prompts import load_prompt_splits
 from hf_recipes.data.sources import split_arguments
-from hf_recipes.evaluation import fitting_conversations, headline
+from hf_recipes.evaluation import fitting_conversations, headline, render_prompt
 from hf_recipes.plots import plot_rl
 from hf_recipes.rewards import reward_functions
 from hf_recipes.runtime import logger
@@ -24,6 +24,13 @@ from hf_recipes.trainers import RecipeGRPOTrainer
 def as_conversation(row: dict) -> dict:
     """A prompt row as the conversation evaluation scores: the prompt, then the reference as the answer."""
     return {"messages": [*row["prompt"], {"role": "assistant", "content": row["answer"]}]}
+
+
+def prompts_within(tokenizer, conversations: list[dict], max_tokens: int) -> list[dict]:
+    """The conversations whose prompt (all but the answer, through the chat template) has at most `max_tokens`."""
+    prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    return [c for c, length in zip(conversations, lengths, strict=True) if length <= max_tokens]
 
 
 def logged(history: list[dict], key: str) -> list[float]:
@@ -51,6 +58,9 @@ def main(argv: list[str]) -> None:
     conversations = [as_conversation(row) for row in train_rows]
     room = fitting_conversations(model, tokenizer, conversations, training_args.max_completion_length)
     kept = {id(conversation) for conversation in room}
+    if data_args.max_prompt_length:  # held-out prompts stay whole: the measure is the task as it is
+        short = prompts_within(tokenizer, room, data_args.max_prompt_length)
+        kept = {id(conversation) for conversation in short}
     train_rows = [row for row, conversation in zip(train_rows, conversations, strict=True) if id(conversation) in kept]
     eval_conversations = [as_conversation(row) for row in eval_rows]
     per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
