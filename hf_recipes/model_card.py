@@ -25,7 +25,6 @@ HEADLINE_METRICS = {
     "stop_rate": "Stop rate",
     "perplexity": "Perplexity",
     "eval_loss": "Eval loss",
-    "answer_perplexity": "Held-out answer perplexity",
 }
 
 
