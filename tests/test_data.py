@@ -1,6 +1,7 @@
 """The built-in corpus split, packing, local sources and their errors, and tokenizer special tokens."""
 
 import json
+import os
 import random
 import re
 
@@ -22,6 +23,21 @@ def test_stdlib_split_is_deterministic_disjoint_and_complete():
     assert sorted(train + validation) == stdlib.stdlib_modules()
     assert 0.02 < len(validation) / len(train + validation) < 0.09  # ~5% held out
     assert not any("/test/" in m or "site-packages" in m or m.split("/")[-1].startswith("test_") for m in train)
+
+
+def test_the_split_is_the_same_in_processes_with_different_hash_seeds():
+    """Python salts str hashes per process: a split built on hash() would differ between two runs."""
+    import subprocess
+    import sys
+
+    code = "from hf_recipes.data import stdlib; print(','.join(stdlib.split_modules('validation')))"
+
+    def split_in_a_process(seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+    splits = {split_in_a_process(seed) for seed in ("1", "2", "random")}
+    assert len(splits) == 1 and splits.pop().count(",") > 5
 
 
 def test_split_depends_only_on_the_path():

@@ -79,9 +79,13 @@ def test_eval_prints_and_writes_the_report_of_every_stage(pipeline):
     out, logs = pipeline
     stages = [row["stage"] for row in json.loads((out / "report.json").read_text())["stages"]]
     assert stages == ["pretrain", "sft", "dpo", "grpo", "quantized-nf4"]
+    rows = {row["stage"]: row for row in json.loads((out / "report.json").read_text())["stages"]}
     for stage in stages:
-        assert f"| {stage} |" in logs["eval"]
-        assert f"| {stage} |" in (out / "report.md").read_text()
+        # The stage's own row, with the numbers report.json holds for it (not just any table row).
+        numbers = rows[stage]
+        row = f"| {stage} | {numbers['perplexity']:.2f} | {numbers['exact_match']:.3f} | {numbers['stop_rate']:.3f} |"
+        assert row in logs["eval"]
+        assert row in (out / "report.md").read_text()
     assert "Chat with the final model: make chat MODEL=" in logs["eval"]
     assert (out / "plots" / "exact_match.png").is_file() and (out / "plots" / "loss_curves.png").is_file()
 

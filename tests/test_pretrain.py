@@ -63,6 +63,8 @@ def test_rerun_resumes_from_the_last_complete_checkpoint_with_identical_losses(f
     (interrupted / "checkpoint-3" / "model.safetensors").write_bytes(b"\0" * 10)
     run(interrupted)
     assert logged_losses(interrupted / "checkpoint-4") == reference
+    # A restart from step 0 with the same seed would log the same losses: the record says where it resumed.
+    assert json.loads((interrupted / "metrics.json").read_text())["resumed_from_step"] == 2
 
 
 def test_rerun_of_a_finished_run_skips_it(finished_run, tmp_path, caplog):
@@ -93,3 +95,15 @@ def test_another_runs_folder_is_refused(finished_run, tmp_path):
     shutil.copytree(finished_run, tmp_path / "old")
     with pytest.raises(RecipeError, match=r"different config \(learning_rate changed\)"):
         run(tmp_path / "old", "--learning_rate", "0.01")
+
+
+def test_a_finished_run_is_reused_only_for_the_same_recipe_and_inputs(finished_run):
+    from hf_recipes import lifecycle
+    from hf_recipes.config import parse_stage
+
+    same = parse_stage("pretrain", [*TINY_PRETRAIN_RUN, "--output_dir", str(finished_run)])
+    assert lifecycle.finished_earlier(finished_run, *same, inputs={})
+    other_recipe = parse_stage("pretrain", [*TINY_PRETRAIN_RUN, "--output_dir", str(finished_run), "--max_steps", "5"])
+    assert not lifecycle.finished_earlier(finished_run, *other_recipe, inputs={})
+    assert not lifecycle.finished_earlier(finished_run, *same, inputs={"outputs/x": "model.safetensors:1:2"})
+    assert not lifecycle.finished_earlier(finished_run, *same, inputs={}, overwrite=True)

@@ -56,6 +56,12 @@ def test_full_sft_changes_weights_and_reports_task_metrics(base, tmp_path):
     for key in ("exact_match", "stop_rate", "eval_examples", "exact_match_before", "stop_rate_before", "eval_loss"):
         assert key in metrics, key
     assert metrics["eval_examples"] > 0 and 0 <= metrics["exact_match"] <= 1
+    # Two computations agree: the overall exact match is the answer-length buckets' weighted mean.
+    buckets = metrics["exact_match_by_answer_tokens"].values()
+    assert sum(b["examples"] for b in buckets) == metrics["eval_examples"]
+    assert sum(b["exact_match"] * b["examples"] for b in buckets) == pytest.approx(
+        metrics["exact_match"] * metrics["eval_examples"]
+    )
     assert (tmp_path / "full" / "chat_template.jinja").read_text().count("[INST]") >= 1
     assert not list((tmp_path / "full").glob("**/training_args.bin"))
 
