@@ -315,6 +315,23 @@ def test_lora_sft_and_dpo_killed_between_checkpoints_resume_to_identical_losses(
     assert_same_run(reference, output_dir, 6, weights=("adapter/adapter_model.safetensors", "model.safetensors"))
 
 
+def test_full_model_sft_killed_between_checkpoints_resumes_to_identical_losses(chat_base, tmp_path):
+    """Full SFT checkpoints hold the whole model and its optimizer state (LoRA ones only the adapter's)."""
+    argv = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/sft.yaml"), *CHAT, "--model_name_or_path", str(chat_base)]
+    reference = tmp_path / "reference"
+    run("sft", argv, reference)
+    output_dir = tmp_path / "sft"
+    process = launch("sft", argv, output_dir, step_delay=0.3)
+    wait_for_checkpoint(process, output_dir / "checkpoint-2")
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    left = training.last_complete_checkpoint(output_dir)
+    assert 2 <= training.checkpoint_step(left) < 6 and (left / "model.safetensors").is_file()
+    run("sft", argv, output_dir)
+    assert json.loads((output_dir / "metrics.json").read_text())["resumed_from_step"] == training.checkpoint_step(left)
+    assert_same_run(reference, output_dir, 6)
+
+
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_a_folder_holding_another_runs_checkpoints_is_refused_unless_overwritten(
     stage, chat_base, chat_references, tmp_path
