@@ -183,9 +183,14 @@ def fitting_conversations(
     limit = context_length(model.config)
     if limit is None:
         return list(conversations)
-    prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    lengths = prompt_lengths(tokenizer, conversations)
     return [conv for conv, length in zip(conversations, lengths, strict=True) if length + max_new_tokens <= limit]
+
+
+def prompt_lengths(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]) -> list[int]:
+    """Tokens of each conversation's prompt (all but the answer, through the chat template)."""
+    prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
+    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
 
 
 def chat_task_metrics(

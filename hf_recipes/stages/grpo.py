@@ -13,7 +13,7 @@ from datasets import Dataset
 from hf_recipes import lifecycle, modeling
 from hf_recipes.data.prompts import load_prompt_splits
 from hf_recipes.data.sources import split_arguments
-from hf_recipes.evaluation import fitting_conversations, headline, render_prompt
+from hf_recipes.evaluation import headline, prompt_lengths
 from hf_recipes.plots import plot_rl
 from hf_recipes.rewards import reward_functions
 from hf_recipes.runtime import logger
@@ -24,13 +24,6 @@ from hf_recipes.trainers import RecipeGRPOTrainer
 def as_conversation(row: dict) -> dict:
     """A prompt row as the conversation evaluation scores: the prompt, then the reference as the answer."""
     return {"messages": [*row["prompt"], {"role": "assistant", "content": row["answer"]}]}
-
-
-def prompts_within(tokenizer, conversations: list[dict], max_tokens: int) -> list[dict]:
-    """The conversations whose prompt (all but the answer, through the chat template) has at most `max_tokens`."""
-    prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    return [c for c, length in zip(conversations, lengths, strict=True) if length <= max_tokens]
 
 
 def logged(history: list[dict], key: str) -> list[float]:
@@ -45,7 +38,7 @@ def main(argv: list[str]) -> None:
 
     # Checks that need no weights: data, tokenizer and its template, vocab, rewards, LoRA targets, 4-bit.
     train_rows, eval_rows = load_prompt_splits(**split_arguments(data_args, training_args.seed))
-    tokenizer, _ = chat_tokenizer_and_config(model_args, "GRPO")
+    tokenizer, config = chat_tokenizer_and_config(model_args, "GRPO")
     rewards = reward_functions(data_args.reward_functions, tokenizer.eos_token_id)
     if data_args.reward_model:
         modeling.check_vocab(modeling.load_config(data_args.reward_model), tokenizer)
@@ -53,15 +46,16 @@ def main(argv: list[str]) -> None:
     lora = modeling.lora_config(model_args)
     quantization = modeling.quantization_config(model_args)
 
+    # A training prompt needs room for max_completion_length new tokens in the context, and at most
+    # max_prompt_length tokens; longer ones are left out (held-out prompts stay whole: the task as it is).
+    positions = modeling.context_length(config)
+    limits = [
+        n for n in (positions and positions - training_args.max_completion_length, data_args.max_prompt_length) if n
+    ]
+    lengths = prompt_lengths(tokenizer, [as_conversation(row) for row in train_rows])
+    train_rows = [row for row, length in zip(train_rows, lengths, strict=True) if not limits or length <= min(limits)]
+
     model = modeling.load_chat_model(model_args, quantization)
-    # A prompt needs room for max_completion_length new tokens in the context: longer ones are left out.
-    conversations = [as_conversation(row) for row in train_rows]
-    room = fitting_conversations(model, tokenizer, conversations, training_args.max_completion_length)
-    kept = {id(conversation) for conversation in room}
-    if data_args.max_prompt_length:  # held-out prompts stay whole: the measure is the task as it is
-        short = prompts_within(tokenizer, room, data_args.max_prompt_length)
-        kept = {id(conversation) for conversation in short}
-    train_rows = [row for row, conversation in zip(train_rows, conversations, strict=True) if id(conversation) in kept]
     eval_conversations = [as_conversation(row) for row in eval_rows]
     per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     logger.info(
