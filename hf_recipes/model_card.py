@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_recipes.chat import TEMPLATES_PACKAGE
-from hf_recipes.data.sources import looks_like_a_data_file
+from hf_recipes.data.files import looks_like_a_data_file
 from hf_recipes.run_folder import ADAPTER_FOLDER, NOT_VERIFIED_FILE, config_value, model_folder_kind, read_run_config
 
 CARD_TEMPLATE = "model_card.md"

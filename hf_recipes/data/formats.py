@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_recipes.data.files import open_data_file
 from hf_recipes.runtime import RecipeError, did_you_mean
 
 ROLES = ("system", "user", "assistant")
@@ -177,8 +178,6 @@ def validate_conversation(messages: Any, where: str, require_answer: bool = True
 
 def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, row) for each non-blank line of a JSON Lines file; a bad line raises with its number."""
-    from hf_recipes.data.sources import open_data_file
-
     path = Path(path)
     try:
         handle = open_data_file(path)

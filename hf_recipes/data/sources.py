@@ -14,21 +14,8 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 from hf_recipes.data import stdlib
+from hf_recipes.data.files import BUILDERS, COMPRESSIONS, data_suffix, looks_like_a_data_file, open_data_file
 from hf_recipes.runtime import RecipeError, logger
-
-# File extension -> `datasets` builder; a text format may also be compressed (`data.jsonl.gz`), as `datasets` reads.
-BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
-
-
-def data_suffix(path: Path | str) -> str:
-    """The data format's extension, under any compression: `rows.jsonl.gz` -> `.jsonl`."""
-    suffixes = Path(path).suffixes
-    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in COMPRESSIONS else Path(path).suffix
-
-
-def looks_like_a_data_file(name: str) -> bool:
-    return data_suffix(name) in BUILDERS
 
 
 def stdlib_corpus(validation_percent: float = stdlib.VALIDATION_PERCENT) -> DatasetDict:
@@ -60,23 +47,6 @@ def local_files(path: Path) -> list[Path]:
     if len(suffixes) > 1:
         raise RecipeError(f"{path}: mixes file types ({', '.join(sorted(p.suffix for p in files))}); use one kind")
     return files
-
-
-def open_data_file(path: Path):
-    """A local data file opened for reading bytes, decompressed when its name says it is compressed."""
-    import bz2
-    import gzip
-    import lzma
-
-    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-    suffix = Path(path).suffix
-    if suffix == ".zst":
-        try:
-            import zstandard
-        except ImportError:
-            raise RecipeError(f"{path}: reading .zst needs the zstandard package: pip install zstandard") from None
-        return zstandard.open(path, "rb")
-    return openers.get(suffix, open)(path, "rb")
 
 
 def _check_text_files(files: list[Path], path: Path) -> None:
