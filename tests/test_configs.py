@@ -1,6 +1,7 @@
 """Recipes parse (so they cannot rot) and config mistakes are one-line errors that name the key."""
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -208,3 +209,16 @@ def test_fields_the_stages_would_ignore_are_refused(stage, flag, value, why):
     recipe = str(REPO_ROOT / f"recipes/gpt2-tiny/{stage}.yaml")
     with pytest.raises(RecipeError, match=f"{recipe}: '{flag}' is not used by hf-recipes: .*{why}"):
         parse_stage(stage, ["--config", recipe, f"--{flag}", value])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--copy_block_share", "1.5"], "copy_block_share must be in (0, 1]"),
+        (["--copy_block_share", "0.5", "--copy_span_tokens", "64", "16"], "(got 0.5, [64, 16])"),
+        (["--copy_block_share", "0.5", "--dataset_streaming", "true"], "set dataset_streaming: false"),
+    ],
+)
+def test_copy_rich_settings_are_checked_with_the_recipe(extra, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        parse_stage("pretrain", ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"), *extra])

@@ -102,16 +102,16 @@ class DataArguments(ScriptArguments):
     )
 
     def __post_init__(self):  # ScriptArguments has none to call
+        if not self.copy_block_share:
+            return
         spans = self.copy_span_tokens
-        if self.copy_block_share and not (0 < self.copy_block_share <= 1 and len(spans) == 2 and min(spans) >= 2):
+        if not 0 < self.copy_block_share <= 1 or len(spans) != 2 or not 2 <= spans[0] <= spans[1]:
             raise ValueError(
                 "copy_block_share must be in (0, 1] and copy_span_tokens [shortest, longest] with 2 <= shortest "
                 f"<= longest (got {self.copy_block_share}, {spans})"
             )
-        if self.copy_block_share and (spans[0] > spans[1] or self.dataset_streaming):
-            raise ValueError(
-                "copy_span_tokens is [shortest, longest], and copy-rich blocks need dataset_streaming off"
-            )
+        if self.dataset_streaming:
+            raise ValueError("copy_block_share rewrites packed blocks in memory: set dataset_streaming: false")
 
 
 @dataclass
