@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from hf_recipes.data.stdlib import BUILTIN_CHAT_TASK
 from hf_recipes.modeling import context_length
 from hf_recipes.runtime import RecipeError
 from hf_recipes.tokenization import check_special_tokens
@@ -281,7 +282,7 @@ def measures_exact_match(data_args) -> bool:
     """Exact match means something for short answers only: the built-in task, or data the recipe says is like it
     (`eval_metric: exact_match`). Open-ended answers (chat, instructions) are measured by held-out answer loss."""
     if data_args.eval_metric == "auto":
-        return data_args.dataset_name == "stdlib-function-name"
+        return data_args.dataset_name == BUILTIN_CHAT_TASK
     return data_args.eval_metric == "exact_match"
 
 

@@ -31,12 +31,10 @@ class Precision:
 
     def describe(self) -> str:
         """One line: 'bf16: off, this CPU has no native bf16 (AVX2); training in fp32'."""
-        state = "on" if self.bf16 else "off"
-        chosen = "as the recipe asks" if self.requested is not None else self.why
-        training = "training in bf16 autocast" if self.bf16 else "training in fp32"
-        if self.requested is not None:
-            return f"bf16: {state}, {chosen} ({self.why}); {training}"
-        return f"bf16: {state}, {chosen}; {training}"
+        reason = self.why if self.requested is None else f"as the recipe asks ({self.why})"
+        return (
+            f"bf16: {'on' if self.bf16 else 'off'}, {reason}; training in {'bf16 autocast' if self.bf16 else 'fp32'}"
+        )
 
 
 def cpu_bf16_support() -> tuple[bool, str]:
@@ -52,11 +50,12 @@ def cpu_bf16_support() -> tuple[bool, str]:
         if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # Arm: the BF16 extension (Neoverse V1, Apple M2+)
             return True, f"this CPU runs bf16 natively ({platform.machine()})"
         return False, f"this CPU has no native bf16 ({platform.machine()}, {capability})"
-    hardware = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    amx = torch.cpu._is_amx_tile_supported()
+    hardware = amx or torch.cpu._is_avx512_bf16_supported()
     onednn_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     lowered = not capability.startswith("AVX512") or not (onednn_isa == "ALL" or "AVX512" in onednn_isa)
     if hardware and not lowered:
-        return True, f"this CPU runs bf16 natively ({'AMX' if torch.cpu._is_amx_tile_supported() else 'AVX512-BF16'})"
+        return True, f"this CPU runs bf16 natively ({'AMX' if amx else 'AVX512-BF16'})"
     if hardware:
         return False, f"native bf16 turned off ({capability}, ONEDNN_MAX_CPU_ISA={onednn_isa})"
     return False, f"this CPU has no native bf16 ({capability})"

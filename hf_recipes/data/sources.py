@@ -15,6 +15,7 @@ from datasets import Dataset, DatasetDict
 
 from hf_recipes.data import stdlib
 from hf_recipes.data.files import BUILDERS, COMPRESSIONS, data_suffix, looks_like_a_data_file, open_data_file
+from hf_recipes.data.stdlib import BUILTIN_CHAT_TASK
 from hf_recipes.runtime import RecipeError, logger
 
 
@@ -143,8 +144,6 @@ def load_text_source(
 # ----------------------------------------------------------------------------------------------------------------
 # Conversations (SFT, evaluation)
 # ----------------------------------------------------------------------------------------------------------------
-
-BUILTIN_CHAT_TASK = "stdlib-function-name"
 
 
 def load_chat_source(

@@ -17,6 +17,9 @@ from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
+# The built-in chat task's dataset name ("Extract the function name from the code").
+BUILTIN_CHAT_TASK = "stdlib-function-name"
+
 STDLIB_ROOT = Path(sysconfig.get_paths()["stdlib"])
 # Test suites and third-party packages are not "the standard library's own source".
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
