@@ -220,7 +220,7 @@ def skip_if_finished(
     return True
 
 
-def prepare_output_dir(training_args, *argument_groups, inputs: dict[str, str] | None = None) -> Path:
+def prepare_output_dir(training_args, *argument_groups, inputs: dict[str, str]) -> Path:
     """Create the output folder; refuse one holding another run's checkpoints unless told to overwrite them.
 
     "Another run" means its run_config.yaml resolved to different values (ignoring RESUME_NEUTRAL_FIELDS), so
@@ -228,11 +228,10 @@ def prepare_output_dir(training_args, *argument_groups, inputs: dict[str, str] |
     Checkpoints trained from other inputs (the model folder before it was trained again) are stale: they are
     deleted and the stage starts over, instead of "resuming" at the old run's last step with its weights.
     """
-
     output_dir = Path(training_args.output_dir)
     found = checkpoints(output_dir)
     previous = read_run_config(output_dir)
-    stale_inputs = bool(found) and inputs is not None and previous.get("inputs", inputs) != inputs
+    stale_inputs = bool(found) and previous.get("inputs", inputs) != inputs
     if training_args.overwrite_output_dir or stale_inputs:
         if stale_inputs:
             logger.warning(
