@@ -144,5 +144,6 @@ class RecipeGRPOTrainer(GRPOTrainer):
         return loss
 
 
-class RecipeRewardTrainer(PerplexityLogMixin, RewardTrainer):
-    """TRL's RewardTrainer (eval accuracy: the share of held-out pairs whose chosen answer scores higher)."""
+class RecipeRewardTrainer(RewardTrainer):
+    """TRL's RewardTrainer (eval accuracy: the share of held-out pairs whose chosen answer scores higher). No
+    perplexity in its logs: its loss ranks pairs, it is no per-token language-model loss."""
