@@ -27,7 +27,7 @@ export SYSTEM PROMPT
 # --quiet: a recipe error stays one line (exit 1 from accelerate) instead of a launcher traceback.
 LAUNCH = $(VENV)/bin/accelerate launch --quiet --config_file $(ACCELERATE_CONFIG)
 
-.PHONY: setup test lint format all pretrain sft dpo reward grpo quantize eval chat push bench clean
+.PHONY: setup test lint format all pretrain sft dpo reward grpo quantize gguf eval chat push bench clean
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,9 @@ pretrain sft dpo reward grpo: setup
 
 quantize: setup
 	$(PY) recipes/quantize.py --config $(call STAGE_RECIPE,quantize) $(ARGS)
+
+gguf: setup
+	$(PY) recipes/export_gguf.py --config $(call STAGE_RECIPE,gguf) $(ARGS)
 
 eval: setup
 	$(PY) recipes/eval.py --config $(call STAGE_RECIPE,evaluate) $(ARGS)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hf_recipes.runtime import did_you_mean, run_recipe
 
-STAGES = ("pretrain", "sft", "dpo", "reward", "grpo", "quantize", "evaluate", "generate", "push")
+STAGES = ("pretrain", "sft", "dpo", "reward", "grpo", "quantize", "gguf", "evaluate", "generate", "push")
 RECIPES_PACKAGE = "hf_recipes.recipes"  # recipes/ of the repository, shipped in the wheel
 
 

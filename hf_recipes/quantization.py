@@ -59,6 +59,32 @@ def load_full_precision(
     return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
 
 
+def export_tokenizer(folder: Path | str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model folder to export; for an adapter folder without one, its base model's."""
+    from hf_recipes.tokenization import load_tokenizer
+
+    # An adapter folder from a LoRA run usually carries the tokenizer (with its chat template).
+    try:
+        return load_tokenizer(folder)
+    except RecipeError:
+        if model_folder_kind(folder) != "adapter":
+            raise
+        return load_tokenizer(adapter_base(folder))
+
+
+def held_out_checks(
+    tokenizer: PreTrainedTokenizerBase, block_size: int, eval_blocks: int, max_examples: int
+) -> tuple[list[list[int]], list[dict[str, Any]]]:
+    """What an export is checked on, never seen in training (the stdlib split is by module path): validation text
+    blocks for perplexity and validation function-name conversations for exact match."""
+    from hf_recipes.data.stdlib import function_name_conversations, validation_token_blocks
+
+    text_blocks = validation_token_blocks(tokenizer, block_size, eval_blocks)
+    if not text_blocks:
+        raise RecipeError(f"no validation block of {block_size} tokens for the perplexity check")
+    return text_blocks, function_name_conversations(split="validation", limit=max_examples)
+
+
 @contextlib.contextmanager
 def full_precision_folder(folder: Path | str, device: str = "cpu") -> Iterator[Path]:
     """A folder with full weights: `folder` itself, or (for an adapter) a temporary folder holding the merge."""

@@ -16,17 +16,21 @@ BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
 PAD_TOKEN = "<pad>"
 SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]  # ids 0, 1, 2 in a tokenizer we train
-# GPT-2's pre-tokenizer pattern, except that `_` joins letters and digits: code identifiers such as `set_result`
-# stay one pre-token, so BPE can learn them as one or two tokens instead of always `set` `_` `result`.
+# GPT-2's pre-tokenizer pattern (the text is cut there before BPE merges), which llama.cpp knows as "gpt-2".
+GPT2_PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# GPT-2's, except that `_` joins letters and digits: code identifiers such as `set_result` stay one pre-token, so
+# BPE can learn them as one or two tokens instead of always `set` `_` `result`.
 CODE_PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}\p{N}_]+| ?[^\s\p{L}\p{N}_]+|\s+(?!\S)|\s+"""
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, show_progress: bool = True) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE (GPT-2's, with identifier-aware splitting) on `texts`, with distinct pad/bos/eos."""
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int, show_progress: bool = True, split_pattern: str = CODE_PRETOKENIZE_PATTERN
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `texts`, with distinct pad/bos/eos; text is cut at `split_pattern` before BPE."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(CODE_PRETOKENIZE_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(split_pattern), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )

@@ -15,7 +15,7 @@ def test_help_lists_the_stages_and_the_shipped_recipes(capsys):
         cli.main(["--help"])
     assert exit_code.value.code == 0
     out = capsys.readouterr().out
-    assert "pretrain,sft,dpo,reward,grpo,quantize,evaluate,generate,push" in out
+    assert "pretrain,sft,dpo,reward,grpo,quantize,gguf,evaluate,generate,push" in out
     assert "gpt2-tiny/pretrain.yaml" in out and "gpt2/sft_lora.yaml" in out and "accelerate" not in out
 
 

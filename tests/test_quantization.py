@@ -29,7 +29,7 @@ from hf_recipes.quantization import (
 from hf_recipes.run_folder import NOT_VERIFIED_FILE, folder_size_bytes, model_folder_kind
 from hf_recipes.runtime import RecipeError, run_recipe
 from tests.test_evaluation import chat_tokenizer, conversations, one_torch_thread  # noqa: F401 (autouse fixture)
-from tests.tiny import _sample_texts, tiny_model
+from tests.tiny import sample_blocks, trained_tiny_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BLOCK = 64
@@ -44,31 +44,12 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def blocks(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
-    """(train, held-out) 64-token blocks of a few standard-library modules."""
-    ids = tokenizer("\n".join(_sample_texts()))["input_ids"]
-    blocks = [ids[start : start + BLOCK] for start in range(0, len(ids) - BLOCK, BLOCK)]
-    return blocks[:-16], blocks[-16:]
+    return sample_blocks(tokenizer, BLOCK)
 
 
 @pytest.fixture(scope="module")
 def full_folder(tmp_path_factory, tokenizer, blocks) -> Path:
-    """A tiny GPT-2 trained for 80 steps (~2 s): held-out perplexity ~50 instead of a random model's ~512.
-
-    A model that has learned something is what makes a broken export visible in perplexity.
-    """
-    train, _ = blocks
-    model = tiny_model(tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(80):
-        batch = torch.tensor([train[i] for i in torch.randint(len(train), (16,), generator=generator)])
-        model(input_ids=batch, labels=batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    folder = tmp_path_factory.mktemp("full")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return trained_tiny_folder(tmp_path_factory.mktemp("full"), tokenizer, blocks[0])
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from hf_recipes.config.schema import DPO_ARGUMENTS, PRETRAIN_ARGUMENTS, SFT_ARGU
 from hf_recipes.config.tools import (
     EvaluateArguments,
     GenerateArguments,
+    GGUFExportArguments,
     PushArguments,
     QuantizeArguments,
     SamplingArguments,
@@ -17,6 +18,7 @@ STAGE_ARGUMENTS: dict[str, tuple[type, ...]] = {
     "reward": REWARD_ARGUMENTS,
     "grpo": GRPO_ARGUMENTS,
     "quantize": (QuantizeArguments,),
+    "gguf": (GGUFExportArguments,),
     "evaluate": (EvaluateArguments,),
     "generate": (GenerateArguments, SamplingArguments),
     "push": (PushArguments,),

@@ -37,6 +37,33 @@ class QuantizeArguments:
 
 
 @dataclass
+class GGUFExportArguments:
+    model_name_or_path: str = field(
+        default="outputs/gpt2-tiny/dpo",
+        metadata={"help": "GPT-2 model folder: a full model, or a LoRA adapter folder (merged into its base)."},
+    )
+    output_dir: str = field(default="outputs/gpt2-tiny/gguf", metadata={"help": "Where the GGUF files go."})
+    gguf_types: list[str] = field(
+        default_factory=lambda: ["f16", "q8_0"],
+        metadata={"help": "One file per type: f16 (half precision) and/or q8_0 (8-bit blocks of 32)."},
+    )
+    max_perplexity_ratio: float = field(
+        default=1.01, metadata={"help": "Fail when a reloaded file's perplexity exceeds the source's by this ratio."}
+    )
+    max_exact_match_drop: float = field(
+        default=0.01, metadata={"help": "Fail when a reloaded file's exact match is lower than the source's by more."}
+    )
+    block_size: int = field(default=256, metadata={"help": "Tokens per held-out perplexity block."})
+    eval_blocks: int = field(default=32, metadata={"help": "Held-out validation text blocks for perplexity."})
+    max_eval_examples: int = field(
+        default=64, metadata={"help": "Held-out function-name conversations for exact match."}
+    )
+    max_new_tokens: int = field(default=16, metadata={"help": "Generation budget per held-out answer."})
+    eval_batch_size: int = field(default=8, metadata={"help": "Blocks or prompts per forward pass when verifying."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+
+
+@dataclass
 class EvaluateArguments:
     outputs_dir: str = field(
         default="outputs/gpt2-tiny", metadata={"help": "The preset's outputs folder, holding one folder per stage."}

@@ -16,19 +16,19 @@ from transformers import set_seed
 from hf_recipes.config import parse_stage
 from hf_recipes.lifecycle import skip_if_finished
 from hf_recipes.quantization import (
-    adapter_base,
     bnb_config,
     compute_dtype,
     default_device,
     export_4bit,
+    export_tokenizer,
     full_precision_folder,
+    held_out_checks,
     load_full_precision,
     require_bitsandbytes,
     verify_export,
 )
 from hf_recipes.run_folder import folder_size_bytes, input_fingerprints, model_folder_kind, write_run_config
-from hf_recipes.runtime import RecipeError, setup_logging
-from hf_recipes.tokenization import load_tokenizer
+from hf_recipes.runtime import setup_logging
 
 logger = logging.getLogger("hf_recipes")
 
@@ -50,21 +50,8 @@ def main(argv: list[str]) -> None:
     if args.max_perplexity_ratio < 1.0:
         logger.warning("max_perplexity_ratio=%s asks 4-bit to beat full precision", args.max_perplexity_ratio)
 
-    # An adapter folder from a LoRA run usually carries the tokenizer (with its chat template); else the base's.
-    try:
-        tokenizer = load_tokenizer(args.model_name_or_path)
-    except RecipeError:
-        if kind != "adapter":
-            raise
-        tokenizer = load_tokenizer(adapter_base(args.model_name_or_path))
-
-    # Held-out data: never seen in training (the stdlib split is by module path).
-    from hf_recipes.data.stdlib import function_name_conversations, validation_token_blocks
-
-    text_blocks = validation_token_blocks(tokenizer, args.block_size, args.eval_blocks)
-    conversations = function_name_conversations(split="validation", limit=args.max_eval_examples)
-    if not text_blocks:
-        raise RecipeError(f"no validation block of {args.block_size} tokens for the perplexity check")
+    tokenizer = export_tokenizer(args.model_name_or_path)
+    text_blocks, conversations = held_out_checks(tokenizer, args.block_size, args.eval_blocks, args.max_eval_examples)
     logger.info(
         "Held out: %d blocks of %d tokens, %d conversations; %s, double_quant=%s, compute %s on %s",
         len(text_blocks),
