@@ -282,6 +282,10 @@ def measures_exact_match(data_args) -> bool:
     """Exact match means something for short answers only: the built-in task, or data the recipe says is like it
     (`eval_metric: exact_match`). Open-ended answers (chat, instructions) are measured by held-out answer loss."""
     if data_args.eval_metric == "auto":
+        if data_args.dataset_mixture:
+            from hf_recipes.data.mixture import parse_mixture
+
+            return all(source.path == BUILTIN_CHAT_TASK for source in parse_mixture(data_args.dataset_mixture))
         return data_args.dataset_name == BUILTIN_CHAT_TASK
     return data_args.eval_metric == "exact_match"
 

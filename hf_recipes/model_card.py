@@ -68,12 +68,23 @@ def own_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
     return own
 
 
+def recipe_datasets(run_config: dict[str, Any]) -> list[str]:
+    """The data a stage trained on: its dataset_mixture's sources, else its dataset_name."""
+    mixture = config_value(run_config, "dataset_mixture")
+    if mixture:
+        from hf_recipes.data.mixture import parse_mixture
+
+        return [source.path for source in parse_mixture(mixture)]
+    name = config_value(run_config, "dataset_name")
+    return [str(name)] if name else []
+
+
 def _dataset_for(metric: str, run_config: dict[str, Any], stage: str) -> tuple[str, str]:
     """(dataset id, split) a metric was measured on, from the recipe; the 4-bit check uses the built-in data."""
     if stage == "quantize":
         return ("stdlib" if metric == "perplexity" else "stdlib-function-name"), "validation"
-    name = config_value(run_config, "dataset_name") or "unknown"
-    return str(name), str(config_value(run_config, "dataset_test_split") or "validation")
+    name = " + ".join(recipe_datasets(run_config)) or "unknown"
+    return name, str(config_value(run_config, "dataset_test_split") or "validation")
 
 
 def _rounded(value: Any) -> Any:
@@ -117,7 +128,7 @@ def card_data(folder: Path | str, repo_id: str | None = None, license: str = "mi
     if (folder / NOT_VERIFIED_FILE).is_file():
         tags.append("not-verified")
 
-    dataset = config_value(run_config, "dataset_name")
+    hub_datasets = [name for name in recipe_datasets(run_config) if is_hub_id(name)]
     eval_results = []
     for metric, value in own_metrics(metrics, stage).items():
         dataset_id, split = _dataset_for(metric, run_config, stage)
@@ -141,7 +152,7 @@ def card_data(folder: Path | str, repo_id: str | None = None, license: str = "mi
         tags=tags,
         base_model=hub_base,
         base_model_relation=relation if hub_base else None,
-        datasets=[dataset] if is_hub_id(dataset) else None,
+        datasets=hub_datasets or None,
         # model-index names the model its results belong to; without results there is no model-index.
         model_name=(repo_id or folder.name).split("/")[-1] if eval_results else None,
         eval_results=eval_results or None,
@@ -222,7 +233,7 @@ def render_model_card(
     has_template = (folder / "chat_template.jinja").is_file() or "chat_template" in tokenizer_config
     chat = has_template and stage != "pretrain"
     not_verified = folder / NOT_VERIFIED_FILE
-    task = "stdlib-function-name" if stage == "quantize" else config_value(run_config, "dataset_name")
+    task = "stdlib-function-name" if stage == "quantize" else next(iter(recipe_datasets(run_config)), None)
 
     headline = [
         (label, _show(own[name]) if name in own else "not measured") for name, label in HEADLINE_METRICS.items()

@@ -181,6 +181,14 @@ class HeldOutChatData(ScriptArguments):
             "prompt, chosen and rejected (strings or messages); built in: the right name over another from the code."
         },
     )
+    dataset_mixture: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Several sources blended into one training set, in place of dataset_name: SOURCE[:AMOUNT] each "
+            "(AMOUNT a fraction of the mixture, 0.25, or a number of rows, 2000), or in a recipe TRL's mapping "
+            "{path, name, revision, split, test_split, fraction | rows}. See hf_recipes/data/mixture.py."
+        },
+    )
     dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (branch, tag, sha)."})
     dataset_test_split: str | None = field(
         default="validation",
@@ -208,6 +216,12 @@ class HeldOutChatData(ScriptArguments):
             "(answer loss and perplexity, for open-ended chat data; auto's choice for other data). Stop rate always."
         },
     )
+
+    def __post_init__(self):  # ScriptArguments has none to call
+        if self.dataset_mixture:
+            from hf_recipes.data.mixture import parse_mixture
+
+            parse_mixture(self.dataset_mixture)  # a mistake in an entry is a one-line error before anything loads
 
 
 @dataclass

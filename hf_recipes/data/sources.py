@@ -270,6 +270,24 @@ def split_arguments(data_args, seed: int) -> dict:
     }
 
 
+def load_training_splits(load_splits, data_args, seed: int, **load_options) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rows of the recipe's `dataset_name`, or of its `dataset_mixture` when it has one, through
+    `load_splits` (load_chat_splits or load_preference_splits)."""
+    if not data_args.dataset_mixture:
+        return load_splits(**split_arguments(data_args, seed), **load_options)
+    from hf_recipes.data.mixture import load_mixture
+
+    return load_mixture(
+        data_args.dataset_mixture,
+        load_splits,
+        max_train=data_args.max_train_examples,
+        max_eval=data_args.max_eval_examples,
+        validation_percent=data_args.validation_percent,
+        seed=seed,
+        **load_options,
+    )
+
+
 def load_chat_splits(
     dataset_name: str, dataset_config=None, dataset_revision=None, renamed_share: float = 0.0, **split_args
 ):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hf_recipes import modeling
 from hf_recipes.chat import describe_pair, pairs_within
-from hf_recipes.data.sources import load_preference_splits, split_arguments
+from hf_recipes.data.sources import load_preference_splits, load_training_splits
 from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import load_tokenizer
 
@@ -35,7 +35,7 @@ class PreferenceData:
 
 def preference_data(data_args, model_args, training_args, stage: str) -> PreferenceData:
     """Pairs (train, held-out) through the chat model's template, the ones longer than max_length left out."""
-    train_pairs, eval_pairs = load_preference_splits(**split_arguments(data_args, training_args.seed))
+    train_pairs, eval_pairs = load_training_splits(load_preference_splits, data_args, training_args.seed)
     tokenizer, config = chat_tokenizer_and_config(model_args, stage)
     max_length = modeling.max_length_within_positions(training_args.max_length, config)
     train_rows = pairs_within(tokenizer, train_pairs, max_length)

@@ -12,7 +12,7 @@ from datasets import Dataset
 
 from hf_recipes import lifecycle, modeling
 from hf_recipes.data.prompts import load_prompt_splits
-from hf_recipes.data.sources import split_arguments
+from hf_recipes.data.sources import load_training_splits
 from hf_recipes.evaluation import headline, prompt_lengths
 from hf_recipes.plots import plot_rl
 from hf_recipes.rewards import reward_functions
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     data_args, model_args, training_args = run.arguments
 
     # Checks that need no weights: data, tokenizer and its template, vocab, rewards, LoRA targets, 4-bit.
-    train_rows, eval_rows = load_prompt_splits(**split_arguments(data_args, training_args.seed))
+    train_rows, eval_rows = load_training_splits(load_prompt_splits, data_args, training_args.seed)
     tokenizer, config = chat_tokenizer_and_config(model_args, "GRPO")
     rewards = reward_functions(data_args.reward_functions, tokenizer.eos_token_id)
     if data_args.reward_model:

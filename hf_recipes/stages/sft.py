@@ -13,7 +13,7 @@ from datasets import Dataset
 from hf_recipes import lifecycle, modeling
 from hf_recipes.callbacks import perplexity_of
 from hf_recipes.chat import attach_chat_template, log_training_rows, tokenize_for_training
-from hf_recipes.data.sources import load_chat_splits, split_arguments
+from hf_recipes.data.sources import load_chat_splits, load_training_splits
 from hf_recipes.evaluation import headline
 from hf_recipes.plots import plot_losses
 from hf_recipes.runtime import RecipeError, logger
@@ -28,9 +28,8 @@ def main(argv: list[str]) -> None:
     data_args, model_args, training_args = run.arguments
 
     # Checks that need no weights: data, tokenizer, template, vocab, LoRA targets, 4-bit.
-    splits = split_arguments(data_args, training_args.seed)
-    train_conversations, eval_conversations = load_chat_splits(
-        renamed_share=data_args.renamed_function_share, **splits
+    train_conversations, eval_conversations = load_training_splits(
+        load_chat_splits, data_args, training_args.seed, renamed_share=data_args.renamed_function_share
     )
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     if data_args.chat_template or not tokenizer.chat_template:
