@@ -30,6 +30,7 @@ from hf_recipes.run_folder import (
     write_run_config,
 )
 from hf_recipes.runtime import RecipeError, setup_logging
+from hf_recipes.tracking import require_trackers, tracking_record
 
 logger = logging.getLogger("hf_recipes")
 # Argument fields that name a model folder a stage reads: its weights' fingerprints are the run's inputs.
@@ -130,7 +131,8 @@ class StageRun:
         )
         plot(trainer.state.log_history, self.output_dir / "plots" / "loss.png")
         remove_pickled_args(self.output_dir)
-        self.record(complete=True)
+        tracking = tracking_record(self.training_args)
+        self.record(complete=True, **({"tracking": tracking} if tracking else {}))
         logger.info("%s; model folder: %s", summary, self.output_dir)
         if self.push_target:
             self.push_target.push(self.output_dir)
@@ -151,6 +153,7 @@ def start(stage: str, argv: list[str], starts_from: str | None = None) -> StageR
     logger.info("%s", training_args.precision.describe())  # e.g. fp32 on a CPU without native bf16
     set_seed(training_args.seed)
     push_target = take_hub_settings(training_args)  # the Trainer never pushes; a push that cannot work fails now
+    require_trackers(training_args)
     inputs = input_fingerprints(*(getattr(group, name, None) for group in arguments for name in INPUT_MODEL_FIELDS))
     overwrite = training_args.overwrite_output_dir
     if skip_if_finished(training_args.output_dir, *arguments, inputs=inputs, overwrite=overwrite):

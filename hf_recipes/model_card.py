@@ -253,6 +253,7 @@ def render_model_card(
         usage=_usage_snippet(repo_id or str(folder), kind, chat, stage == "quantize", example_messages(task)),
         has_adapter_folder=(folder / ADAPTER_FOLDER / "adapter_config.json").is_file(),
         headline_table=_table(headline, ("metric", "this model")),
+        tracking=run_config.get("tracking"),
         metrics_table=_table([(k, _show(v)) for k, v in sorted(metrics.items())], ("metrics.json key", "value"))
         if metrics
         else None,
