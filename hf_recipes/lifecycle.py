@@ -209,6 +209,22 @@ def finished_earlier(
     )
 
 
+def start_export(stage: str, argv: list[str]):
+    """An export stage's (quantize, gguf) arguments and input fingerprints, after logging and seed are set up; None
+    when its folder already holds this finished export of the same model."""
+    from transformers import set_seed
+
+    from hf_recipes.config import parse_stage
+
+    (args,) = parse_stage(stage, argv)
+    setup_logging()
+    set_seed(args.seed)
+    inputs = input_fingerprints(args.model_name_or_path)
+    if skip_if_finished(args.output_dir, args, inputs=inputs):
+        return None
+    return args, inputs
+
+
 def skip_if_finished(
     output_dir: Path | str, *argument_groups, inputs: dict[str, str], overwrite: bool = False
 ) -> bool:

@@ -7,7 +7,21 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class QuantizeArguments:
+class ExportCheckArguments:
+    """What an export (4-bit, GGUF) is checked on after reloading it: held-out text and function-name answers."""
+
+    block_size: int = field(default=256, metadata={"help": "Tokens per held-out perplexity block."})
+    eval_blocks: int = field(default=32, metadata={"help": "Held-out validation text blocks for perplexity."})
+    max_eval_examples: int = field(
+        default=64, metadata={"help": "Held-out function-name conversations for exact match."}
+    )
+    max_new_tokens: int = field(default=16, metadata={"help": "Generation budget per held-out answer."})
+    eval_batch_size: int = field(default=8, metadata={"help": "Blocks or prompts per forward pass when verifying."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+
+
+@dataclass
+class QuantizeArguments(ExportCheckArguments):
     model_name_or_path: str = field(
         default="outputs/gpt2-tiny/dpo",
         metadata={"help": "Model folder to export: a full model, or a LoRA adapter folder (merged into its base)."},
@@ -26,18 +40,10 @@ class QuantizeArguments:
         default=1.10,
         metadata={"help": "Fail, marking the export NOT_VERIFIED, when 4-bit / full perplexity exceeds this."},
     )
-    block_size: int = field(default=256, metadata={"help": "Tokens per held-out perplexity block."})
-    eval_blocks: int = field(default=32, metadata={"help": "Held-out validation text blocks for perplexity."})
-    max_eval_examples: int = field(
-        default=64, metadata={"help": "Held-out function-name conversations for exact match."}
-    )
-    max_new_tokens: int = field(default=16, metadata={"help": "Generation budget per held-out answer."})
-    eval_batch_size: int = field(default=8, metadata={"help": "Blocks or prompts per forward pass when verifying."})
-    seed: int = field(default=0, metadata={"help": "Random seed."})
 
 
 @dataclass
-class GGUFExportArguments:
+class GGUFExportArguments(ExportCheckArguments):
     model_name_or_path: str = field(
         default="outputs/gpt2-tiny/dpo",
         metadata={"help": "GPT-2 model folder: a full model, or a LoRA adapter folder (merged into its base)."},
@@ -53,14 +59,6 @@ class GGUFExportArguments:
     max_exact_match_drop: float = field(
         default=0.01, metadata={"help": "Fail when a reloaded file's exact match is lower than the source's by more."}
     )
-    block_size: int = field(default=256, metadata={"help": "Tokens per held-out perplexity block."})
-    eval_blocks: int = field(default=32, metadata={"help": "Held-out validation text blocks for perplexity."})
-    max_eval_examples: int = field(
-        default=64, metadata={"help": "Held-out function-name conversations for exact match."}
-    )
-    max_new_tokens: int = field(default=16, metadata={"help": "Generation budget per held-out answer."})
-    eval_batch_size: int = field(default=8, metadata={"help": "Blocks or prompts per forward pass when verifying."})
-    seed: int = field(default=0, metadata={"help": "Random seed."})
 
 
 @dataclass

@@ -16,9 +16,7 @@ import math
 from pathlib import Path
 
 import torch
-from transformers import set_seed
 
-from hf_recipes.config import parse_stage
 from hf_recipes.evaluation import chat_task_metrics, perplexity, render_prompt
 from hf_recipes.gguf_export import (
     GGUF_TYPES,
@@ -29,28 +27,25 @@ from hf_recipes.gguf_export import (
     same_tokens_share,
     write_gguf,
 )
-from hf_recipes.lifecycle import skip_if_finished
+from hf_recipes.lifecycle import start_export
 from hf_recipes.quantization import export_tokenizer, full_precision_folder, held_out_checks, load_full_precision
 from hf_recipes.run_folder import (
     METRICS,
     NOT_VERIFIED_FILE,
-    input_fingerprints,
     model_folder_kind,
     write_metrics,
     write_run_config,
 )
-from hf_recipes.runtime import RecipeError, setup_logging
+from hf_recipes.runtime import RecipeError
 
 logger = logging.getLogger("hf_recipes")
 
 
 def main(argv: list[str]) -> None:
-    (args,) = parse_stage("gguf", argv)
-    setup_logging()
-    set_seed(args.seed)
-    inputs = input_fingerprints(args.model_name_or_path)
-    if skip_if_finished(args.output_dir, args, inputs=inputs):
+    started = start_export("gguf", argv)
+    if started is None:
         return
+    args, inputs = started
 
     # Everything a user can get wrong is checked before a model loads.
     require_gguf()

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from transformers import set_seed
-
-from hf_recipes.config import parse_stage
-from hf_recipes.lifecycle import skip_if_finished
+from hf_recipes.lifecycle import start_export
 from hf_recipes.quantization import (
     bnb_config,
     compute_dtype,
@@ -27,19 +24,16 @@ from hf_recipes.quantization import (
     require_bitsandbytes,
     verify_export,
 )
-from hf_recipes.run_folder import folder_size_bytes, input_fingerprints, model_folder_kind, write_run_config
-from hf_recipes.runtime import setup_logging
+from hf_recipes.run_folder import folder_size_bytes, model_folder_kind, write_run_config
 
 logger = logging.getLogger("hf_recipes")
 
 
 def main(argv: list[str]) -> None:
-    (args,) = parse_stage("quantize", argv)
-    setup_logging()
-    set_seed(args.seed)
-    inputs = input_fingerprints(args.model_name_or_path)
-    if skip_if_finished(args.output_dir, args, inputs=inputs):
+    started = start_export("quantize", argv)
+    if started is None:
         return
+    args, inputs = started
 
     # Everything a user can get wrong is checked before a model loads.
     require_bitsandbytes()
