@@ -84,6 +84,36 @@ def test_lora_sft_writes_adapter_and_a_merged_model_equal_to_base_plus_adapter(b
     assert not torch.allclose(merged_logits, base_logits, atol=1e-3)  # the adapter did learn something
 
 
+def test_qlora_sft_trains_an_adapter_on_the_4bit_base_and_merges_into_full_precision(base, tmp_path, monkeypatch):
+    """QLoRA: the base loads in 4-bit (bitsandbytes NF4, on the CPU too), only the adapter trains, and the folder's
+    merged model is the full-precision base plus that adapter (merge_lora reloads the base unquantized)."""
+    import bitsandbytes as bnb
+
+    from hf_recipes import modeling
+
+    trained = []
+    load_chat_model = modeling.load_chat_model
+    monkeypatch.setattr(
+        modeling, "load_chat_model", lambda *a, **k: trained.append(load_chat_model(*a, **k)) or trained[-1]
+    )
+    output = tmp_path / "qlora"
+    run(base, output, "sft_lora.yaml", "--load_in_4bit", "true", "--learning_rate", "0.05")
+    assert sum(isinstance(module, bnb.nn.Linear4bit) for module in trained[0].modules()) == 8  # 2 blocks x 4
+    adapter = load_file(output / "adapter" / "adapter_model.safetensors")
+    lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
+    assert lora_b and all(tensor.abs().sum() > 0 for tensor in lora_b)  # B starts at zero: it moved
+    run_config = (output / "run_config.yaml").read_text()
+    assert "load_in_4bit: true" in run_config
+    merged = AutoModelForCausalLM.from_pretrained(output)
+    assert not hasattr(merged.config, "quantization_config")  # a plain full-precision folder
+    changed = changed_tensors(base, output)
+    assert changed and all(name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) for name in changed)
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), output / "adapter")
+    input_ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 2]])
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids).logits, with_adapter(input_ids).logits, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
