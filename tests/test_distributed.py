@@ -163,3 +163,69 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_process_
     evals_two = [e["eval_loss"] for e in log_history(two) if "eval_loss" in e]
     evals_one = [e["eval_loss"] for e in log_history(one) if "eval_loss" in e]
     assert evals_two == pytest.approx(evals_one, abs=1e-4)
+
+
+def worker_pids(output_dir: Path) -> dict[int, int]:
+    """{rank: pid} of the training processes writing to `output_dir` (read from /proc: their command line and env)."""
+    ranks = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = dict(
+                item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item
+            )
+        except (OSError, ValueError):
+            continue
+        if (
+            str(output_dir).encode() in command
+            and b"LOCAL_RANK" in environ
+            and b"fault_launcher.py" in b" ".join(command)
+        ):
+            ranks[int(environ[b"LOCAL_RANK"])] = int(proc.name)
+    return ranks
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker processes through /proc")
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_with_a_checkpoint_the_rerun_resumes(
+    two_process_and_one_process_runs, tmp_path
+):
+    """Preemption reaches one worker: the other learns of it at the step's end (a collective), both save one
+    complete checkpoint at the same step and exit, and the same launch again finishes the run as if uninterrupted."""
+    import signal
+    import time
+
+    uninterrupted, _, _, _ = two_process_and_one_process_runs
+    output_dir = tmp_path / "two"
+
+    def launch() -> list[str]:  # a fresh rendezvous port for each launch
+        return [
+            str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            str(REPO_ROOT / "tests" / "fault_launcher.py"), "pretrain", *pretrain_args(output_dir, 2),
+            "--use_cpu", "true",
+        ]  # fmt: skip
+
+    env = {**subprocess_env(), "FAULT_STEP_DELAY": "1.0"}
+    process = subprocess.Popen(launch(), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not (output_dir / "checkpoint-2" / "trainer_state.json").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0].decode()[-3000:]
+        time.sleep(0.05)
+    os.kill(worker_pids(output_dir)[1], signal.SIGTERM)  # rank 1 only; rank 0 never sees the signal
+    output = process.communicate(timeout=240)[0].decode()
+    assert process.returncode != 0, output[-3000:]  # the launch reports the stop (torchrun: workers exited 143)
+    stopped = [line for line in output.splitlines() if line.startswith("stopped by SIGTERM")]
+    assert len(stopped) == 1, output[-3000:]  # printed once, by rank 0
+    step = int(stopped[0].split(" at step ")[1].split(":")[0])
+    assert 2 < step < 4 + 1
+    saved = output_dir / f"checkpoint-{step}"
+    assert sorted(p.name for p in saved.glob("rng_state*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert not (output_dir / "metrics.json").exists()
+
+    rerun = run_checked(launch(), subprocess_env())
+    assert f"Resuming from {saved}" in rerun
+    resumed = [(e["step"], e["loss"]) for e in log_history(output_dir) if "loss" in e]
+    expected = [(e["step"], e["loss"]) for e in log_history(uninterrupted) if "loss" in e]
+    assert [s for s, _ in resumed] == [s for s, _ in expected] == [1, 2, 3, 4]
+    for (s, a), (_, b) in zip(resumed, expected, strict=True):
+        assert abs(a - b) < 1e-5, f"step {s}: resumed {a} vs uninterrupted {b}"
