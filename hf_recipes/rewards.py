@@ -1,8 +1,9 @@
 """Verifiable rewards for GRPO, in TRL's reward-function shape: `f(prompts, completions, completion_ids, **columns)`
 returns one float per completion (columns of the dataset, such as `answer`, arrive as keyword lists).
 
-Built in: `exact_match` (1.0 when the completion, stripped, is the reference answer) and `stop` (1.0 when the
-completion ends with eos within max_completion_length). A user's own: `module:function`, checked when loaded.
+Built in: `exact_match` (1.0 when the completion, stripped, is the reference answer), `prefix_match` (the share of
+the answer right from its start: partial credit) and `stop` (1.0 when the completion ends with eos within
+max_completion_length). A user's own: `module:function`, checked when loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ def completion_text(completion: Any) -> str:
 def exact_match(completions: list[Any], answer: list[str], **kwargs) -> list[float]:
     """1.0 where the completion is the reference answer (surrounding whitespace ignored), else 0.0."""
     return [float(completion_text(c).strip() == a.strip()) for c, a in zip(completions, answer, strict=True)]
+
+
+def prefix_match(completions: list[Any], answer: list[str], **kwargs) -> list[float]:
+    """Partial credit: the share of the answer the completion gets right from its first character (1.0 only when
+    exact; an overlong completion is divided by its own length). Denser than exact match where most samples miss."""
+    scores = []
+    for completion, reference in zip(completions, answer, strict=True):
+        text, reference = completion_text(completion).strip(), reference.strip()
+        pairs = enumerate(zip(text, reference, strict=False))  # as far as the shorter goes
+        common = next((i for i, (a, b) in pairs if a != b), min(len(text), len(reference)))
+        scores.append(common / max(len(text), len(reference), 1))
+    return scores
 
 
 def stop_reward(eos_token_id: int) -> RewardFunction:
@@ -62,7 +75,11 @@ def load_user_reward(spec: str) -> RewardFunction:
 
 def reward_functions(names: list[str], eos_token_id: int) -> list[RewardFunction]:
     """The recipe's rewards by name; a user's own as module:function."""
-    built_in = {"exact_match": lambda: exact_match, "stop": lambda: stop_reward(eos_token_id)}
+    built_in = {
+        "exact_match": lambda: exact_match,
+        "prefix_match": lambda: prefix_match,
+        "stop": lambda: stop_reward(eos_token_id),
+    }
     functions = []
     for name in names:
         if name in built_in:

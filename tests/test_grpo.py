@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_recipes.data.prompts import load_prompt_source, load_prompt_splits
-from hf_recipes.rewards import exact_match, load_user_reward, reward_functions, stop_reward
+from hf_recipes.rewards import exact_match, load_user_reward, prefix_match, reward_functions, stop_reward
 from hf_recipes.runtime import RecipeError
 from hf_recipes.stages import grpo
 from tests.conftest import REPO_ROOT
@@ -41,6 +41,12 @@ def test_exact_match_rewards_the_reference_name_only():
     completions = [[{"role": "assistant", "content": " add "}], [{"role": "assistant", "content": "add_one"}],
                    [{"role": "assistant", "content": ""}], "add"]  # fmt: skip
     assert exact_match(completions, answer=["add"] * 4) == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_prefix_match_gives_the_share_of_the_name_right_from_its_start():
+    completions = [" get_name", "get_nam", "get_name_x", "xyz", "", [{"role": "assistant", "content": "get"}]]
+    scores = prefix_match(completions, ["get_name"] * 6)
+    assert scores == pytest.approx([1.0, 7 / 8, 8 / 10, 0.0, 0.0, 3 / 8])
 
 
 def test_stop_rewards_a_completion_that_ends_with_eos():
