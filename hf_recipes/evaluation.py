@@ -308,9 +308,12 @@ def scores_of_stage(model, tokenizer, conversations, data_args, batch_size: int,
 
 def headline(before: dict[str, Any], after: dict[str, Any]) -> str:
     """The summary line's numbers: exact match where it was measured, and the stop rate."""
-    stop = f"stop rate {after['stop_rate']:.3f} (before {before.get('stop_rate_before', 'not measured')})"
+
+    def earlier(name: str) -> str:
+        value = before.get(f"{name}_before")
+        return "not measured" if value is None else f"{value:.3f}"
+
+    stop = f"stop rate {after['stop_rate']:.3f} (before {earlier('stop_rate')})"
     if "exact_match" not in after:
         return stop
-    return (
-        f"exact match {after['exact_match']:.3f} (before {before.get('exact_match_before', 'not measured')}), {stop}"
-    )
+    return f"exact match {after['exact_match']:.3f} (before {earlier('exact_match')}), {stop}"

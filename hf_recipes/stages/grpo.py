@@ -95,5 +95,5 @@ def main(argv: list[str]) -> None:
         "num_generations": training_args.num_generations,
         "lora": bool(model_args.use_peft),
     }
-    summary = f"Greedy {headline(before, after)}; reward {metrics['reward_first']} -> {metrics['reward_last']}"
+    summary = f"Greedy {headline(before, after)}; reward {metrics['reward_first']:.3f} -> {metrics['reward_last']:.3f}"
     run.finish(trainer, result, metrics, plot_rl, summary)
