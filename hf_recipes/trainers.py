@@ -60,7 +60,14 @@ class TiedWeightsLoadMixin:
 
 
 class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, Trainer):
-    """The stock Trainer, logging eval perplexity next to eval loss."""
+    """The stock Trainer, logging eval perplexity next to eval loss; Muon for the blocks when `muon_learning_rate`."""
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.args.muon_learning_rate:
+            from hf_recipes.optimizers import muon_with_adamw
+
+            self.optimizer = muon_with_adamw(model or self.model, self.args.muon_learning_rate, self.args)
+        return super().create_optimizer(model)
 
 
 class RecipeSFTTrainer(PerplexityLogMixin, SFTTrainer):

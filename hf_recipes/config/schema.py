@@ -149,6 +149,13 @@ class PretrainModelArguments(ModelConfig):
 @dataclass
 class PretrainConfig(RecipeTrainingArguments, TrainingArguments):
     block_size: int = field(default=256, metadata={"help": "Tokens per training sequence (packed, no padding)."})
+    muon_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train the transformer blocks' 2-D weights with Muon at this rate (0.02 is Muon's usual), the "
+            "rest with AdamW at learning_rate (hf_recipes/optimizers.py). None: AdamW for every weight."
+        },
+    )
     # Defaults that differ from TrainingArguments: why is in each help.
     eval_strategy: IntervalStrategy | str = field(
         default="steps", metadata={"help": "When to evaluate: steps, epoch or no."}
