@@ -194,7 +194,12 @@ def lora_config(model_args):
 
     from trl import get_peft_config
 
-    return get_peft_config(dataclasses.replace(model_args, lora_target_modules=resolve_lora_targets(model_args)))
+    config = get_peft_config(dataclasses.replace(model_args, lora_target_modules=resolve_lora_targets(model_args)))
+    # GPT-2 keeps its projections in Conv1D, whose weight is (in, out): peft needs fan_in_fan_out for them and would
+    # set it itself, with a warning per run that the user can do nothing about.
+    if load_config(model_args.model_name_or_path, model_args.model_revision).model_type == "gpt2":
+        config.fan_in_fan_out = True
+    return config
 
 
 def quantization_config(model_args):

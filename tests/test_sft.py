@@ -1,6 +1,7 @@
 """Tiny SFT runs through the real recipe: full and LoRA change weights, the merged LoRA model equals base + adapter."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -68,7 +69,12 @@ def test_full_sft_changes_weights_and_reports_task_metrics(base, tmp_path):
 
 def test_lora_sft_writes_adapter_and_a_merged_model_equal_to_base_plus_adapter(base, tmp_path):
     output = tmp_path / "lora"
-    run(base, output, "sft_lora.yaml", "--learning_rate", "0.05")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(base, output, "sft_lora.yaml", "--learning_rate", "0.05")
+    # GPT-2's Conv1D layers get fan_in_fan_out from our LoRA config, not from peft with a warning at every run.
+    assert not [w for w in caught if "fan_in_fan_out" in str(w.message)]
+    assert json.loads((output / "adapter" / "adapter_config.json").read_text())["fan_in_fan_out"] is True
     assert (output / "adapter" / "adapter_model.safetensors").is_file()
     changed = changed_tensors(base, output)
     # LoRA on the attention and MLP projections only; the tied embedding never changes.
