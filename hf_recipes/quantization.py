@@ -15,7 +15,7 @@ import torch
 from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_recipes.evaluation import chat_task_metrics, perplexity
-from hf_recipes.run_folder import NOT_VERIFIED_FILE, folder_size_bytes, model_folder_kind, write_metrics
+from hf_recipes.run_folder import clear_verdict, folder_size_bytes, model_folder_kind, record_verdict
 from hf_recipes.runtime import RecipeError
 
 logger = logging.getLogger("hf_recipes")
@@ -130,9 +130,7 @@ def export_4bit(
     require_bitsandbytes()
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    # A previous run's verdict must not outlive the weights it judged.
-    for stale in ("metrics.json", NOT_VERIFIED_FILE):
-        (output / stale).unlink(missing_ok=True)
+    clear_verdict(output)
     model = load_model(str(source_folder), quantization_config=quantization_config, device_map=device)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -201,12 +199,5 @@ def verify_export(
             f"perplexity ratio {ratio:.4f} (4-bit {low['perplexity']:.3f} / full {full['perplexity']:.3f}) "
             f"exceeds the limit max_perplexity_ratio={max_perplexity_ratio}"
         )
-    metrics["verified"] = not problems
-    write_metrics(folder, metrics)
-    marker = folder / NOT_VERIFIED_FILE
-    if problems:
-        reason = "; ".join(problems)
-        marker.write_text(f"This 4-bit export failed verification: {reason}.\nDo not use or publish it.\n")
-        raise RecipeError(f"{folder} NOT verified: {reason}")
-    marker.unlink(missing_ok=True)
-    return metrics
+    record_verdict(folder, metrics, problems, export="4-bit export")
+    return metrics | {"verified": True}

@@ -17,7 +17,7 @@ from hf_recipes.runtime import RecipeError
 RUN_CONFIG = "run_config.yaml"
 METRICS = "metrics.json"
 ADAPTER_FOLDER = "adapter"  # SFT/DPO with LoRA keep the adapter alone here, next to the merged model
-NOT_VERIFIED_FILE = "NOT_VERIFIED.txt"  # left by a 4-bit export that failed its check (hf_recipes.quantization)
+NOT_VERIFIED_FILE = "NOT_VERIFIED.txt"  # left by an export (4-bit, GGUF) that failed its check: record_verdict
 TRACKED_PACKAGES = (
     "hf-recipes",
     "torch",
@@ -140,6 +140,25 @@ def write_metrics(output_dir: Path | str, metrics: dict[str, Any]) -> Path:
     current.update(plain(metrics))
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def clear_verdict(folder: Path | str) -> None:
+    """Before an export is written again: a previous run's verdict must not outlive the files it judged."""
+    for stale in (METRICS, NOT_VERIFIED_FILE):
+        (Path(folder) / stale).unlink(missing_ok=True)
+
+
+def record_verdict(folder: Path | str, metrics: dict[str, Any], problems: list[str], export: str) -> None:
+    """metrics.json with `verified`; with `problems`, also NOT_VERIFIED.txt naming them and a RecipeError."""
+    folder = Path(folder)
+    write_metrics(folder, {**metrics, "verified": not problems})
+    marker = folder / NOT_VERIFIED_FILE
+    if not problems:
+        marker.unlink(missing_ok=True)
+        return
+    reason = "; ".join(problems)
+    marker.write_text(f"This {export} failed verification: {reason}.\nDo not use or publish it.\n")
+    raise RecipeError(f"{folder} NOT verified: {reason}")
 
 
 def read_metrics(output_dir: Path | str) -> dict[str, Any]:

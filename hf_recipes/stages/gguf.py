@@ -29,13 +29,7 @@ from hf_recipes.gguf_export import (
 )
 from hf_recipes.lifecycle import start_export
 from hf_recipes.quantization import export_tokenizer, full_precision_folder, held_out_checks, load_full_precision
-from hf_recipes.run_folder import (
-    METRICS,
-    NOT_VERIFIED_FILE,
-    model_folder_kind,
-    write_metrics,
-    write_run_config,
-)
+from hf_recipes.run_folder import clear_verdict, model_folder_kind, record_verdict, write_run_config
 from hf_recipes.runtime import RecipeError
 
 logger = logging.getLogger("hf_recipes")
@@ -57,9 +51,7 @@ def main(argv: list[str]) -> None:
     text_blocks, conversations = held_out_checks(tokenizer, args.block_size, args.eval_blocks, args.max_eval_examples)
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    # A previous run's verdict must not outlive the files it judged.
-    for stale in (METRICS, NOT_VERIFIED_FILE):
-        (output / stale).unlink(missing_ok=True)
+    clear_verdict(output)
 
     with full_precision_folder(args.model_name_or_path) as source:
         model = load_full_precision(source, dtype=torch.float32)
@@ -124,12 +116,7 @@ def main(argv: list[str]) -> None:
             own["exact_match"],
         )
 
-    metrics["verified"] = not problems
-    write_metrics(output, metrics)
     write_run_config(output, args, source_kind=kind)
-    if problems:
-        reason = "; ".join(problems)
-        (output / NOT_VERIFIED_FILE).write_text(f"This GGUF export failed verification: {reason}.\nDo not use it.\n")
-        raise RecipeError(f"{output} NOT verified: {reason}")
+    record_verdict(output, metrics, problems, export="GGUF export")
     write_run_config(output, args, source_kind=kind, complete=True, inputs=inputs)
     logger.info("Verified %s: %s", output, ", ".join(f"{name}-{t}.gguf" for t in args.gguf_types))
