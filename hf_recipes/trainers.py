@@ -66,6 +66,13 @@ class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, Trainer):
         if self.optimizer is None and self.args.muon_learning_rate:
             from hf_recipes.optimizers import muon_with_adamw
 
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+                # Each process holds a shard of every matrix; Muon orthogonalizes whole matrices.
+                raise ValueError(
+                    "muon_learning_rate: Muon needs whole weight matrices, and FSDP/DeepSpeed shard them; use "
+                    "--muon_learning_rate 0 (AdamW) with this accelerate config, or DDP (recipes/accelerate/ddp.yaml)."
+                )
+
             self.optimizer = muon_with_adamw(model or self.model, self.args.muon_learning_rate, self.args)
         return super().create_optimizer(model)
 

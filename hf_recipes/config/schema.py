@@ -153,7 +153,8 @@ class PretrainConfig(RecipeTrainingArguments, TrainingArguments):
         default=None,
         metadata={
             "help": "Train the transformer blocks' 2-D weights with Muon at this rate (0.02 is Muon's usual), the "
-            "rest with AdamW at learning_rate (hf_recipes/optimizers.py). None: AdamW for every weight."
+            "rest with AdamW at learning_rate (hf_recipes/optimizers.py). None or 0: AdamW for every weight. "
+            "Not with FSDP or DeepSpeed (they shard the matrices Muon orthogonalizes)."
         },
     )
     # Defaults that differ from TrainingArguments: why is in each help.
