@@ -2,23 +2,26 @@
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_recipes.config import parse_stage
 from hf_recipes.data.prompts import load_prompt_source, load_prompt_splits
+from hf_recipes.data.sources import load_training_splits
 from hf_recipes.rewards import exact_match, load_user_reward, prefix_match, reward_functions, stop_reward
 from hf_recipes.runtime import RecipeError
 from hf_recipes.stages import grpo
-from tests.conftest import REPO_ROOT
+from tests.conftest import QUIET, REPO_ROOT
 from tests.tiny import sft_like_folder
 
 TINY_GRPO = [
     "--max_train_examples", "16", "--max_eval_examples", "4", "--eval_max_new_tokens", "4",
     "--num_generations", "4", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
     "--max_completion_length", "4", "--max_steps", "2", "--logging_steps", "1", "--save_steps", "2",
-    "--report_to", "none", "--disable_tqdm", "true",
+    *QUIET,
 ]  # fmt: skip
 
 
@@ -84,6 +87,27 @@ def test_built_in_prompts_are_the_sft_conversations_without_their_answer():
     rows = load_prompt_source("stdlib-function-name", "validation", limit=5)
     assert [m["role"] for m in rows[0]["prompt"]] == ["system", "user"]
     assert rows[0]["answer"] in rows[0]["prompt"][-1]["content"]
+
+
+def test_renamed_share_gives_training_prompts_made_up_names_that_must_be_copied():
+    real = load_prompt_source("stdlib-function-name", "train", limit=200)
+    renamed = load_prompt_source("stdlib-function-name", "train", limit=200, renamed_share=1.0)
+    changed = [new for old, new in zip(real, renamed, strict=True) if new["answer"] != old["answer"]]
+    assert len(changed) > 100  # dunders and a few others keep their names
+    for row in changed:  # the made-up name is in the code, and the real one is gone
+        assert row["answer"] in row["prompt"][-1]["content"]
+    assert load_prompt_source("stdlib-function-name", "validation", limit=50, renamed_share=1.0) == (
+        load_prompt_source("stdlib-function-name", "validation", limit=50)
+    )  # held-out names stay real
+    # The recipe's field reaches the loader.
+    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/grpo.yaml"), "--max_train_examples", "40"]
+    data = parse_stage("grpo", [*recipe, "--renamed_function_share", "1.0"])[0]
+    train, held_out = load_training_splits(load_prompt_splits, data, seed=0)
+    real_train, real_held_out = load_training_splits(
+        load_prompt_splits, replace(data, renamed_function_share=0), seed=0
+    )
+    assert held_out == real_held_out
+    assert sum(a["answer"] != b["answer"] for a, b in zip(train, real_train, strict=True)) > 15
 
 
 def test_a_users_prompts_with_answers_load_and_bad_rows_are_named(tmp_path):

@@ -6,11 +6,16 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ModelConfig, RewardConfig
 
-from hf_recipes.config.schema import HeldOutChatData, PreferenceDataArguments, RecipeTrainingArguments
+from hf_recipes.config.schema import (
+    HeldOutChatData,
+    PreferenceDataArguments,
+    RecipeTrainingArguments,
+    RenamedFunctions,
+)
 
 
 @dataclass
-class PromptDataArguments(HeldOutChatData):
+class PromptDataArguments(HeldOutChatData, RenamedFunctions):
     dataset_name: str | None = field(
         default="stdlib-function-name",
         metadata={

@@ -233,7 +233,7 @@ class HeldOutChatData(ScriptArguments):
 
 
 @dataclass
-class ChatDataArguments(HeldOutChatData):
+class RenamedFunctions:
     renamed_function_share: float = field(
         default=0.0,
         metadata={
@@ -241,6 +241,10 @@ class ChatDataArguments(HeldOutChatData):
             "the answer), so the name must be copied from the code, not recalled from pretraining."
         },
     )
+
+
+@dataclass
+class ChatDataArguments(HeldOutChatData, RenamedFunctions):
     chat_template: str | None = field(
         default=None,
         metadata={"help": "Template name (llama2, chatml) or .jinja path. None: the model's own, else llama2."},
