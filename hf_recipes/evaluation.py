@@ -199,10 +199,10 @@ def chat_task_metrics(
     tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[Conversation],
     max_new_tokens: int = 32,
-    batch_size: int = 8,
-    show_progress: bool = True,
+    **generate_options,
 ) -> dict[str, float | int]:
-    """Exact match of greedy answers against the references, and the share of answers that ended with eos.
+    """Exact match of greedy answers against the references, and the share of answers that ended with eos;
+    `generate_options` (batch_size, show_progress) go to `generate_answers`.
 
     Prompts too long for the model's context (with room for `max_new_tokens`) are left out and counted in
     `eval_skipped_too_long`; `eval_examples` is how many were scored.
@@ -213,7 +213,7 @@ def chat_task_metrics(
         logger.info("Left out %d of %d conversations too long for the model's context", skipped, len(conversations))
     if not kept:
         raise RecipeError(f"none of the {len(conversations)} evaluation conversations fits the model's context")
-    answers = generate_answers(model, tokenizer, kept, max_new_tokens, batch_size, show_progress)
+    answers = generate_answers(model, tokenizer, kept, max_new_tokens, **generate_options)
     predictions = [answer.text for answer in answers]
     references = [render_prompt(tokenizer, conversation)[1] for conversation in kept]
     metric = load_metric("exact_match")
@@ -296,7 +296,7 @@ def scores_of_stage(model, tokenizer, conversations, data_args, batch_size: int,
     exact = measures_exact_match(data_args)
     what = "Exact match and stop rate" if exact else "Stop rate (open-ended answers: no exact match)"
     logger.info("%s %s training, on %d held-out conversations", what, when, len(conversations))
-    scores = chat_task_metrics(model, tokenizer, conversations, data_args.eval_max_new_tokens, batch_size)
+    scores = chat_task_metrics(model, tokenizer, conversations, data_args.eval_max_new_tokens, batch_size=batch_size)
     if not exact:
         scores = {key: value for key, value in scores.items() if not key.startswith("exact_match")}
     if when == "after":
@@ -306,14 +306,15 @@ def scores_of_stage(model, tokenizer, conversations, data_args, batch_size: int,
     return before
 
 
-def headline(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """The summary line's numbers: exact match where it was measured, and the stop rate."""
+def headline(scores: dict[str, Any]) -> str:
+    """The summary line's numbers: exact match where it was measured, and the stop rate, each after (`name`) and
+    before training (`name_before`)."""
 
     def earlier(name: str) -> str:
-        value = before.get(f"{name}_before")
+        value = scores.get(f"{name}_before")
         return "not measured" if value is None else f"{value:.3f}"
 
-    stop = f"stop rate {after['stop_rate']:.3f} (before {earlier('stop_rate')})"
-    if "exact_match" not in after:
+    stop = f"stop rate {scores['stop_rate']:.3f} (before {earlier('stop_rate')})"
+    if "exact_match" not in scores:
         return stop
-    return f"exact match {after['exact_match']:.3f} (before {earlier('exact_match')}), {stop}"
+    return f"exact match {scores['exact_match']:.3f} (before {earlier('exact_match')}), {stop}"

@@ -49,6 +49,8 @@ class StageRun:
     resume_dir: Path | None
     sigterm: SigtermCallback = field(default_factory=SigtermCallback)
     train_seconds: float = 0.0
+    scores_before: dict[str, Any] = field(default_factory=dict)  # held-out scores of the start model (chat stages)
+    score_after: Callable[[Any], dict[str, Any]] | None = None  # scores the trained model the same way
 
     @property
     def training_args(self):
@@ -68,9 +70,26 @@ class StageRun:
         """NaN/inf stop, the stage's own callbacks, and the SIGTERM checkpoint-and-exit."""
         return [NonFiniteLossCallback(), *extra, self.sigterm]
 
+    def trainer_inputs(self, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None, **override):
+        """The keyword arguments every TRL trainer here is built with: the run's training arguments, the rows as
+        datasets, the tokenizer and the callbacks (NaN/inf stop, SIGTERM checkpoint); `override` replaces any."""
+        from datasets import Dataset
+
+        inputs = {
+            "args": self.training_args,
+            "train_dataset": Dataset.from_list(train_rows),
+            "processing_class": tokenizer,
+            "callbacks": self.callbacks(),
+        }
+        if eval_rows is not None:
+            inputs["eval_dataset"] = Dataset.from_list(eval_rows)
+        return inputs | override
+
     def train(self, trainer):
         """trainer.train() from the checkpoint to resume (if any); exit 143 after SIGTERM's checkpoint. The training
-        time recorded leaves out evaluations (the initial one too): they are not training throughput."""
+        time recorded leaves out evaluations (the initial one too): they are not training throughput. The run's record
+        is written first: a run killed in training still says what it was."""
+        self.record()
         if self.resume_dir is not None:
             logger.info("Resuming from %s", self.resume_dir)
         started = time.perf_counter()
@@ -80,25 +99,31 @@ class StageRun:
         self.train_seconds = time.perf_counter() - started - evaluating
         return result
 
-    def held_out_scores(self, model, tokenizer, conversations, data_args):
-        """(before, score): the start model's held-out scores (none when eval_before_training is off or the run
-        resumes) and the function that scores the trained model the same way."""
+    def score_before_training(self, model, tokenizer, conversations, data_args) -> None:
+        """Score the start model on the held-out conversations (unless eval_before_training is off or the run
+        resumes), and keep the scorer for the trained model."""
         from hf_recipes.evaluation import scores_of_stage
 
         batch_size = self.training_args.per_device_eval_batch_size
         score = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=conversations,
                                   data_args=data_args, batch_size=batch_size)  # fmt: skip
-        before = score(model, when="before") if data_args.eval_before_training and self.resume_dir is None else {}
-        return before, functools.partial(score, when="after")
+        if data_args.eval_before_training and self.resume_dir is None:
+            self.scores_before = score(model, when="before")
+        self.score_after = functools.partial(score, when="after")
 
-    def train_chat_model(self, trainer, tokenizer, model_args, score: Callable[[Any], dict[str, Any]], evaluate=True):
+    def train_chat_model(self, trainer, tokenizer, model_args, evaluate=True):
         """SFT, DPO, GRPO: train(), the final held-out evaluation (unless `evaluate` is off), then on the main process
-        the model saved (`save_chat_model`) and scored: (train result, final evaluation, scores), or None elsewhere."""
+        the model saved (`save_chat_model`) and scored: (train result, final evaluation, held-out scores before and
+        after), or None elsewhere."""
         result = self.train(trainer)
         final_eval = trainer.evaluate() if evaluate else {}
         if not trainer.is_world_process_zero():
             return None
-        return result, final_eval, score(self.save_chat_model(trainer, tokenizer, model_args))
+        return (
+            result,
+            final_eval,
+            self.scores_before | self.score_after(self.save_chat_model(trainer, tokenizer, model_args)),
+        )
 
     def save_chat_model(self, trainer, tokenizer, model_args):
         """Save the trained model with its tokenizer and return it; LoRA: the adapter in adapter/ and the merged model
@@ -166,6 +191,13 @@ def start(stage: str, argv: list[str], starts_from: str | None = None) -> StageR
     return StageRun(stage, arguments, inputs, push_target, output_dir, resume_dir)
 
 
+def run_stage(stage: str, argv: list[str], train: Callable[[StageRun], None], starts_from: str | None = None) -> None:
+    """A training stage from its command line: `start`, then `train(run)` unless the run is already finished."""
+    run = start(stage, argv, starts_from)
+    if run is not None:
+        train(run)
+
+
 # Fields that may change between a run and its resumption without making it another run.
 RESUME_NEUTRAL_FIELDS = frozenset(
     {
@@ -209,9 +241,9 @@ def finished_earlier(
     )
 
 
-def start_export(stage: str, argv: list[str]):
-    """An export stage's (quantize, gguf) arguments and input fingerprints, after logging and seed are set up; None
-    when its folder already holds this finished export of the same model."""
+def run_export(stage: str, argv: list[str], export: Callable[[Any, dict[str, str]], None]) -> None:
+    """Run an export stage (quantize, gguf): parse its arguments, set up logging and seed, skip it when its folder
+    already holds this finished export of the same model, else call `export(args, input_fingerprints)`."""
     from transformers import set_seed
 
     from hf_recipes.config import parse_stage
@@ -220,9 +252,8 @@ def start_export(stage: str, argv: list[str]):
     setup_logging()
     set_seed(args.seed)
     inputs = input_fingerprints(args.model_name_or_path)
-    if skip_if_finished(args.output_dir, args, inputs=inputs):
-        return None
-    return args, inputs
+    if not skip_if_finished(args.output_dir, args, inputs=inputs):
+        export(args, inputs)
 
 
 def skip_if_finished(

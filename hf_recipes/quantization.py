@@ -177,8 +177,9 @@ def verify_export(
     metrics |= {"perplexity_full": full["perplexity"], "perplexity_4bit": low["perplexity"], "perplexity_ratio": ratio}
     metrics["eval_blocks"] = len(text_blocks)
     if conversations:
-        full_task = chat_task_metrics(full_model, tokenizer, conversations, max_new_tokens, batch_size, show_progress)
-        low_task = chat_task_metrics(quantized, tokenizer, conversations, max_new_tokens, batch_size, show_progress)
+        generation = {"batch_size": batch_size, "show_progress": show_progress}
+        full_task = chat_task_metrics(full_model, tokenizer, conversations, max_new_tokens, **generation)
+        low_task = chat_task_metrics(quantized, tokenizer, conversations, max_new_tokens, **generation)
         metrics |= {
             "exact_match_full": full_task["exact_match"],
             "exact_match_4bit": low_task["exact_match"],

@@ -68,7 +68,7 @@ class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, Trainer):
 
             if self.is_fsdp_enabled or self.is_deepspeed_enabled:
                 # Each process holds a shard of every matrix; Muon orthogonalizes whole matrices.
-                raise ValueError(
+                raise RecipeError(
                     "muon_learning_rate: Muon needs whole weight matrices, and FSDP/DeepSpeed shard them; use "
                     "--muon_learning_rate 0 (AdamW) with this accelerate config, or DDP (recipes/accelerate/ddp.yaml)."
                 )
@@ -87,9 +87,9 @@ LN2 = math.log(2)  # the sigmoid DPO loss when policy and reference agree: -log 
 class RecipeDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer, stopping at the first training batch unless the reference is the starting policy."""
 
-    def __init__(self, *args, check_reference: bool = True, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.check_reference = check_reference
+        self.check_reference = getattr(self.args, "check_reference", True)  # the recipe's; on with TRL's DPOConfig
         self.first_loss: float | None = None
 
     def _set_signature_columns_if_needed(self):
@@ -139,9 +139,9 @@ class RecipeGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer, stopping after the first optimizer step's loss unless the KL to the reference was ~0 then
     (the reference is the starting policy: the LoRA-disabled model, or a fresh copy of the start folder)."""
 
-    def __init__(self, *args, check_initial_kl: bool = True, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.check_initial_kl = check_initial_kl
+        self.check_initial_kl = getattr(self.args, "check_initial_kl", True)  # the recipe's; on with TRL's GRPOConfig
         self.initial_kl: float | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

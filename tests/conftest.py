@@ -17,6 +17,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+QUIET = ["--report_to", "none", "--disable_tqdm", "true"]  # no trackers, no progress bars
+
 # A pretraining run of a few seconds: 2 x 64 model, 512-token BPE, 12 documents, a checkpoint every 2 steps.
 TINY_PRETRAIN_RUN = [
     "--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"),
@@ -24,9 +26,19 @@ TINY_PRETRAIN_RUN = [
     "--block_size", "64", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
     "--max_documents", "12", "--eval_blocks", "16",
     "--max_steps", "4", "--warmup_steps", "0", "--logging_steps", "1",
-    "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "3",
-    "--report_to", "none", "--disable_tqdm", "true",
+    "--eval_steps", "2", "--save_steps", "2", "--save_total_limit", "3", *QUIET,
 ]  # fmt: skip
+
+
+def tiny_chat_run(train_examples: int, steps: int) -> list[str]:
+    """A chat stage's run of a few seconds (SFT, DPO): `steps` steps of 4 rows, evaluated and saved at the last,
+    held-out scores on 6 rows."""
+    return [
+        "--max_train_examples", str(train_examples), "--max_eval_examples", "6", "--eval_max_new_tokens", "4",
+        "--max_length", "200", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+        "--max_steps", str(steps), "--warmup_steps", "0", "--logging_steps", "1",
+        "--eval_steps", str(steps), "--save_steps", str(steps), *QUIET,
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -12,15 +12,10 @@ from hf_recipes.data import stdlib
 from hf_recipes.data.sources import load_preference_source, load_preference_splits
 from hf_recipes.runtime import RecipeError
 from hf_recipes.stages import dpo
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, tiny_chat_run
 from tests.tiny import save_tiny_model_folder, sft_like_folder
 
-TINY_DPO = [
-    "--max_train_examples", "16", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",
-    "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--max_steps", "2",
-    "--warmup_steps", "0", "--logging_steps", "1", "--eval_steps", "2", "--save_steps", "2",
-    "--report_to", "none", "--disable_tqdm", "true",
-]  # fmt: skip
+TINY_DPO = tiny_chat_run(train_examples=16, steps=2)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -63,3 +63,19 @@ def test_a_muon_run_resumes_from_its_checkpoint_to_the_same_losses(tmp_path):
     assert sum("momentum_buffer" in entry for entry in state.values()) == 8  # 2 blocks x 4 projections
     metrics = json.loads((whole / "metrics.json").read_text())
     assert metrics["perplexity"] < metrics["initial_perplexity"]
+
+
+def test_muon_refuses_sharded_training(tmp_path):
+    from hf_recipes.config.schema import PretrainConfig
+    from hf_recipes.runtime import RecipeError
+    from hf_recipes.trainers import PretrainTrainer
+
+    args = PretrainConfig(
+        output_dir=str(tmp_path), muon_learning_rate=0.02, eval_strategy="no", save_strategy="no", report_to="none"
+    )
+    trainer = PretrainTrainer(model=tiny_model(tiny_tokenizer()), args=args)
+    trainer.is_fsdp_enabled = True  # as under recipes/accelerate/fsdp.yaml: each process holds a shard of a matrix
+    with pytest.raises(RecipeError, match="FSDP/DeepSpeed shard them; use --muon_learning_rate 0"):
+        trainer.create_optimizer()
+    trainer.is_fsdp_enabled = False
+    assert isinstance(trainer.create_optimizer(), MuonWithAdamW)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import QUIET, REPO_ROOT
 
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 LAUNCH = [ACCELERATE, "launch", "--quiet", "--config_file", str(REPO_ROOT / "recipes/accelerate/cpu.yaml")]
-TINY_TRAINING = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1", "--warmup_steps", "0"]
+TINY_TRAINING = [*QUIET, "--logging_steps", "1", "--warmup_steps", "0"]
 
 
 def stage_commands(out: Path) -> list[tuple[str, list[str]]]:

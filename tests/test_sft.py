@@ -11,15 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from hf_recipes.runtime import RecipeError
 from hf_recipes.stages import sft
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, tiny_chat_run
 from tests.tiny import save_tiny_model_folder
 
-TINY_SFT = [
-    "--max_train_examples", "24", "--max_eval_examples", "6", "--eval_max_new_tokens", "4", "--max_length", "200",
-    "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--max_steps", "3",
-    "--warmup_steps", "0", "--logging_steps", "1", "--eval_steps", "3", "--save_steps", "3",
-    "--report_to", "none", "--disable_tqdm", "true",
-]  # fmt: skip
+TINY_SFT = tiny_chat_run(train_examples=24, steps=3)
 
 
 @pytest.fixture(scope="module")

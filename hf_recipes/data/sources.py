@@ -202,14 +202,8 @@ def located_rows(dataset_name: str, split: str, dataset_config, dataset_revision
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def load_preference_source(
-    dataset_name: str,
-    split: str,
-    dataset_config: str | None = None,
-    dataset_revision: str | None = None,
-    limit: int | None = None,
-    validation_percent: float = stdlib.VALIDATION_PERCENT,
-) -> list[dict]:
+def load_preference_source(dataset_name, split, dataset_config=None, dataset_revision=None, limit=None,
+                           validation_percent: float = stdlib.VALIDATION_PERCENT) -> list[dict]:  # fmt: skip
     """`[{"prompt": [...], "chosen": [...], "rejected": [...]}, ...]` (conversational) from the built-in pairs, a
     local file (.jsonl/.json/.parquet) or a Hub dataset.
 
@@ -272,7 +266,9 @@ def split_arguments(data_args, seed: int) -> dict:
 
 def load_training_splits(load_splits, data_args, seed: int, **load_options) -> tuple[list[dict], list[dict]]:
     """(train, held-out) rows of the recipe's `dataset_name`, or of its `dataset_mixture` when it has one, through
-    `load_splits` (load_chat_splits or load_preference_splits)."""
+    `load_splits` (load_chat_splits, load_preference_splits or load_prompt_splits)."""
+    if hasattr(data_args, "renamed_function_share"):  # SFT's and GRPO's data (RenamedFunctions)
+        load_options["renamed_share"] = data_args.renamed_function_share
     if not data_args.dataset_mixture:
         return load_splits(**split_arguments(data_args, seed), **load_options)
     from hf_recipes.data.mixture import load_mixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import functools
 
-from datasets import Dataset
-
 from hf_recipes import lifecycle, modeling
 from hf_recipes.evaluation import headline
 from hf_recipes.plots import plot_dpo
@@ -17,10 +15,8 @@ from hf_recipes.stages.chat_inputs import preference_data
 from hf_recipes.trainers import RecipeDPOTrainer
 
 
-def main(argv: list[str]) -> None:
-    run = lifecycle.start("dpo", argv, starts_from="the SFT folder (e.g. outputs/gpt2-tiny/sft)")
-    if run is None:
-        return
+def preference_tune(run: lifecycle.StageRun) -> None:
+    """Preference-tune the SFT model on the recipe's pairs, with the reference it is held to."""
     data_args, model_args, training_args = run.arguments
 
     # Checks that need no weights: data, tokenizer and its template, vocab, reference, LoRA targets, 4-bit.
@@ -47,26 +43,19 @@ def main(argv: list[str]) -> None:
     elif not model_args.use_peft:
         ref_model = modeling.load_chat_model(model_args)
     eval_conversations = [{"messages": pair["prompt"] + pair["chosen"]} for pair in eval_rows]
-    before, score = run.held_out_scores(model, tokenizer, eval_conversations, data_args)
-    run.record()
+    run.score_before_training(model, tokenizer, eval_conversations, data_args)
     trainer = RecipeDPOTrainer(
         model=model,
         ref_model=ref_model,
-        args=training_args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows),
-        processing_class=tokenizer,
         peft_config=lora,
-        callbacks=run.callbacks(),
-        check_reference=training_args.check_reference,
+        **run.trainer_inputs(tokenizer, train_rows, eval_rows),
     )
-    trained = run.train_chat_model(trainer, tokenizer, model_args, score)
+    trained = run.train_chat_model(trainer, tokenizer, model_args)
     if trained is None:  # not the main process
         return
-    result, final_eval, after = trained
+    result, final_eval, scores = trained
     metrics = {
-        **before,
-        **after,
+        **scores,
         "reward_accuracy": final_eval["eval_rewards/accuracies"],
         "reward_margin": final_eval["eval_rewards/margins"],
         "eval_loss": final_eval["eval_loss"],
@@ -81,7 +70,11 @@ def main(argv: list[str]) -> None:
     }
     summary = (
         f"Held-out reward accuracy {metrics['reward_accuracy']:.3f}, margin {metrics['reward_margin']:.3f}; "
-        f"{headline(before, after)}"
+        f"{headline(scores)}"
     )
     plot = functools.partial(plot_dpo, loss_name=" + ".join(training_args.loss_type))
     run.finish(trainer, result, metrics, plot, summary)
+
+
+def main(argv: list[str]) -> None:
+    lifecycle.run_stage("dpo", argv, preference_tune, starts_from="the SFT folder (e.g. outputs/gpt2-tiny/sft)")

@@ -37,7 +37,7 @@ def measure(stage: str, folder: Path, args) -> report.StageResult:
     blocks = validation_token_blocks(tokenizer, args.block_size, args.eval_blocks)
     conversations = function_name_conversations("validation", limit=args.max_eval_examples)
     _, held_out = tokenize_for_training(tokenizer, conversations, args.max_length, "held-out")
-    scores = chat_task_metrics(model, tokenizer, held_out, args.max_new_tokens, args.batch_size)
+    scores = chat_task_metrics(model, tokenizer, held_out, args.max_new_tokens, batch_size=args.batch_size)
     return report.StageResult(
         stage=stage,
         folder=str(folder),

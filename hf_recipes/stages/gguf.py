@@ -17,17 +17,9 @@ from pathlib import Path
 
 import torch
 
+from hf_recipes import gguf_export
 from hf_recipes.evaluation import chat_task_metrics, perplexity, render_prompt
-from hf_recipes.gguf_export import (
-    GGUF_TYPES,
-    PRE_TOKENIZER,
-    load_gguf_model,
-    load_gguf_tokenizer,
-    require_gguf,
-    same_tokens_share,
-    write_gguf,
-)
-from hf_recipes.lifecycle import start_export
+from hf_recipes.lifecycle import run_export
 from hf_recipes.quantization import export_tokenizer, full_precision_folder, held_out_checks, load_full_precision
 from hf_recipes.run_folder import clear_verdict, model_folder_kind, record_verdict, write_run_config
 from hf_recipes.runtime import RecipeError
@@ -35,17 +27,14 @@ from hf_recipes.runtime import RecipeError
 logger = logging.getLogger("hf_recipes")
 
 
-def main(argv: list[str]) -> None:
-    started = start_export("gguf", argv)
-    if started is None:
-        return
-    args, inputs = started
+def export_gguf(args, inputs: dict[str, str]) -> None:
+    """Write each GGUF type of the source model, read it back and fail past the limits."""
 
     # Everything a user can get wrong is checked before a model loads.
-    require_gguf()
-    unknown = [gguf_type for gguf_type in args.gguf_types if gguf_type not in GGUF_TYPES]
-    if unknown or not args.gguf_types:
-        raise RecipeError(f"gguf_types is {args.gguf_types}: choose one or more of {', '.join(GGUF_TYPES)}")
+    gguf_export.require_gguf()
+    known = gguf_export.GGUF_TYPES
+    if not args.gguf_types or any(gguf_type not in known for gguf_type in args.gguf_types):
+        raise RecipeError(f"gguf_types is {args.gguf_types}: choose one or more of {', '.join(known)}")
     kind = model_folder_kind(args.model_name_or_path)
     tokenizer = export_tokenizer(args.model_name_or_path)
     text_blocks, conversations = held_out_checks(tokenizer, args.block_size, args.eval_blocks, args.max_eval_examples)
@@ -56,9 +45,10 @@ def main(argv: list[str]) -> None:
     with full_precision_folder(args.model_name_or_path) as source:
         model = load_full_precision(source, dtype=torch.float32)
     name = Path(args.model_name_or_path).resolve().name
+    generation = {"batch_size": args.eval_batch_size}
 
     def scores(scored_model) -> dict[str, float]:
-        task = chat_task_metrics(scored_model, tokenizer, conversations, args.max_new_tokens, args.eval_batch_size)
+        task = chat_task_metrics(scored_model, tokenizer, conversations, args.max_new_tokens, **generation)
         return {
             "perplexity": perplexity(scored_model, text_blocks, args.eval_batch_size)["perplexity"],
             "exact_match": task["exact_match"],
@@ -76,9 +66,9 @@ def main(argv: list[str]) -> None:
     metrics: dict[str, float | int | str | bool] = {f"{key}_source": value for key, value in source_scores.items()}
     problems = []
     for gguf_type in args.gguf_types:
-        path = write_gguf(model, tokenizer, output / f"{name}-{gguf_type}.gguf", gguf_type, name=name)
+        path = gguf_export.write_gguf(model, tokenizer, output / f"{name}-{gguf_type}.gguf", gguf_type, name=name)
         logger.info("Wrote %s (%.2f MB); reading it back with transformers", path, path.stat().st_size / 1e6)
-        reloaded = load_gguf_model(path)
+        reloaded = gguf_export.load_gguf_model(path)
         file_scores = scores(reloaded)
         ratio = file_scores["perplexity"] / source_scores["perplexity"]
         drop = source_scores["exact_match"] - file_scores["exact_match"]
@@ -101,17 +91,17 @@ def main(argv: list[str]) -> None:
 
     # What llama.cpp will read: the last file with its own tokenizer, rebuilt from its vocabulary, merges and split
     # rule, on the same prompts.
-    own_tokenizer = load_gguf_tokenizer(path)
+    own_tokenizer = gguf_export.load_gguf_tokenizer(path)
     prompts = [render_prompt(tokenizer, conversation)[0] for conversation in conversations]
-    own = chat_task_metrics(reloaded, own_tokenizer, conversations, args.max_new_tokens, args.eval_batch_size)
-    metrics["same_tokens_share"] = same_tokens_share(tokenizer, own_tokenizer, prompts)
+    own = chat_task_metrics(reloaded, own_tokenizer, conversations, args.max_new_tokens, **generation)
+    metrics["same_tokens_share"] = gguf_export.same_tokens_share(tokenizer, own_tokenizer, prompts)
     metrics["exact_match_own_tokenizer"] = own["exact_match"]
     if metrics["same_tokens_share"] < 1.0:
         logger.warning(
             "%s's own tokenizer (llama.cpp's %r split rule) splits %.1f%% of the held-out prompts like the source "
             "tokenizer, whose own split rule GGUF cannot carry; with it, exact match is %.3f",
             path.name,
-            PRE_TOKENIZER,
+            gguf_export.PRE_TOKENIZER,
             100 * metrics["same_tokens_share"],
             own["exact_match"],
         )
@@ -120,3 +110,7 @@ def main(argv: list[str]) -> None:
     record_verdict(output, metrics, problems, export="GGUF export")
     write_run_config(output, args, source_kind=kind, complete=True, inputs=inputs)
     logger.info("Verified %s: %s", output, ", ".join(f"{name}-{t}.gguf" for t in args.gguf_types))
+
+
+def main(argv: list[str]) -> None:
+    run_export("gguf", argv, export_gguf)

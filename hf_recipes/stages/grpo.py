@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import statistics
 
-from datasets import Dataset
-
 from hf_recipes import lifecycle, modeling
 from hf_recipes.data.prompts import load_prompt_splits
 from hf_recipes.data.sources import load_training_splits
@@ -30,10 +28,8 @@ def logged(history: list[dict], key: str) -> list[float]:
     return [entry[key] for entry in history if key in entry]
 
 
-def main(argv: list[str]) -> None:
-    run = lifecycle.start("grpo", argv, starts_from="a chat model folder (e.g. outputs/gpt2-tiny/sft or dpo)")
-    if run is None:
-        return
+def reinforce(run: lifecycle.StageRun) -> None:
+    """Optimize the chat model against the rewards on the recipe's prompts; held-out scores before and after."""
     data_args, model_args, training_args = run.arguments
 
     # Checks that need no weights: data, tokenizer and its template, vocab, rewards, LoRA targets, 4-bit.
@@ -65,27 +61,21 @@ def main(argv: list[str]) -> None:
         *(training_args.num_generations, training_args.max_completion_length, training_args.temperature),
         ", ".join([*data_args.reward_functions, *([data_args.reward_model] if data_args.reward_model else [])]),
     )
-    before, score = run.held_out_scores(model, tokenizer, eval_conversations, data_args)
-    run.record()
+    run.score_before_training(model, tokenizer, eval_conversations, data_args)
     trainer = RecipeGRPOTrainer(
         model=model,
         reward_funcs=rewards,
-        args=training_args,
-        train_dataset=Dataset.from_list(train_rows),
-        processing_class=tokenizer,
         peft_config=lora,
-        callbacks=run.callbacks(),
-        check_initial_kl=training_args.check_initial_kl,
+        **run.trainer_inputs(tokenizer, train_rows),
     )
-    trained = run.train_chat_model(trainer, tokenizer, model_args, score, evaluate=False)
+    trained = run.train_chat_model(trainer, tokenizer, model_args, evaluate=False)
     if trained is None:  # not the main process
         return
-    result, _, after = trained
+    result, _, scores = trained
     history = trainer.state.log_history
     reward, kl = logged(history, "reward"), logged(history, "kl")
     metrics = {
-        **before,
-        **after,
+        **scores,
         "mean_reward": statistics.fmean(reward) if reward else None,
         "reward_first": reward[0] if reward else None,
         "reward_last": reward[-1] if reward else None,
@@ -95,5 +85,9 @@ def main(argv: list[str]) -> None:
         "num_generations": training_args.num_generations,
         "lora": bool(model_args.use_peft),
     }
-    summary = f"Greedy {headline(before, after)}; reward {metrics['reward_first']:.3f} -> {metrics['reward_last']:.3f}"
+    summary = f"Greedy {headline(scores)}; reward {metrics['reward_first']:.3f} -> {metrics['reward_last']:.3f}"
     run.finish(trainer, result, metrics, plot_rl, summary)
+
+
+def main(argv: list[str]) -> None:
+    lifecycle.run_stage("grpo", argv, reinforce, starts_from="a chat model folder (e.g. outputs/gpt2-tiny/sft or dpo)")

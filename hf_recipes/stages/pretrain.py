@@ -29,10 +29,8 @@ from hf_recipes.tokenization import pretraining_tokenizer
 from hf_recipes.trainers import PretrainTrainer
 
 
-def main(argv: list[str]) -> None:
-    run = lifecycle.start("pretrain", argv)
-    if run is None:
-        return
+def pretrain(run: lifecycle.StageRun) -> None:
+    """Pretrain from scratch (or continue a model): tokenizer, packed corpus, Trainer, copying probe."""
     data_args, model_args, training_args = run.arguments
 
     # Everything a user can get wrong is checked before the model exists.
@@ -54,7 +52,6 @@ def main(argv: list[str]) -> None:
     log_pretraining_plan(size, training_args, *blocks)
     if training_args.should_save:  # before training: a resumed run must reuse exactly this tokenizer
         tokenizer.save_pretrained(run.output_dir)
-    run.record()
     step_tokens = tokens_per_step(training_args)
     trainer = PretrainTrainer(
         model=model,
@@ -90,3 +87,7 @@ def main(argv: list[str]) -> None:
     }
     summary = f"Validation perplexity {metrics['perplexity']:.2f}"
     run.finish(trainer, result, metrics, functools.partial(plot_losses, title="pretraining"), summary)
+
+
+def main(argv: list[str]) -> None:
+    lifecycle.run_stage("pretrain", argv, pretrain)

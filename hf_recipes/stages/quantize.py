@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from hf_recipes.lifecycle import start_export
+from hf_recipes.lifecycle import run_export
 from hf_recipes.quantization import (
     bnb_config,
     compute_dtype,
@@ -29,11 +29,8 @@ from hf_recipes.run_folder import folder_size_bytes, model_folder_kind, write_ru
 logger = logging.getLogger("hf_recipes")
 
 
-def main(argv: list[str]) -> None:
-    started = start_export("quantize", argv)
-    if started is None:
-        return
-    args, inputs = started
+def export_quantized(args, inputs: dict[str, str]) -> None:
+    """Export the source model in 4-bit, reload it and fail past the limits."""
 
     # Everything a user can get wrong is checked before a model loads.
     require_bitsandbytes()
@@ -93,3 +90,7 @@ def main(argv: list[str]) -> None:
         metrics["size_bytes_4bit"] / 1e6,
     )
     write_run_config(args.output_dir, args, source_kind=kind, device=device, complete=True, inputs=inputs)
+
+
+def main(argv: list[str]) -> None:
+    run_export("quantize", argv, export_quantized)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 
-from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 
 from hf_recipes import lifecycle
@@ -18,10 +17,8 @@ from hf_recipes.stages.chat_inputs import preference_data
 from hf_recipes.trainers import RecipeRewardTrainer
 
 
-def main(argv: list[str]) -> None:
-    run = lifecycle.start("reward", argv, starts_from="a chat model folder (e.g. outputs/gpt2-tiny/sft)")
-    if run is None:
-        return
+def train_reward_model(run: lifecycle.StageRun) -> None:
+    """Train a sequence-classification reward model on the recipe's pairs; held-out pair accuracy."""
     data_args, model_args, training_args = run.arguments
     if model_args.use_peft or model_args.load_in_4bit:
         raise RecipeError("reward modeling trains the whole model and its new score head here: use_peft: false")
@@ -35,15 +32,11 @@ def main(argv: list[str]) -> None:
         model_args.model_name_or_path, revision=model_args.model_revision, num_labels=1, dtype=model_args.dtype
     )
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last token before padding
-    run.record()
-    trainer = RecipeRewardTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in train_rows]),
-        eval_dataset=Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in eval_rows]),
-        processing_class=tokenizer,
-        callbacks=run.callbacks(),
-    )
+
+    def pairs(rows: list[dict]) -> list[dict]:
+        return [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows]
+
+    trainer = RecipeRewardTrainer(model=model, **run.trainer_inputs(tokenizer, pairs(train_rows), pairs(eval_rows)))
     result = run.train(trainer)
     final_eval = trainer.evaluate()
     if not trainer.is_world_process_zero():
@@ -59,3 +52,9 @@ def main(argv: list[str]) -> None:
     }
     summary = f"Held-out pair accuracy {metrics['pair_accuracy']:.3f} on {len(eval_rows)} pairs"
     run.finish(trainer, result, metrics, functools.partial(plot_losses, title="reward modeling"), summary)
+
+
+def main(argv: list[str]) -> None:
+    lifecycle.run_stage(
+        "reward", argv, train_reward_model, starts_from="a chat model folder (e.g. outputs/gpt2-tiny/sft)"
+    )

@@ -5,10 +5,8 @@ accelerate launch recipes/sft.py --config recipes/gpt2-tiny/sft.yaml [--key valu
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-
-from datasets import Dataset
+from dataclasses import replace
 
 from hf_recipes import lifecycle, modeling
 from hf_recipes.callbacks import perplexity_of
@@ -21,16 +19,12 @@ from hf_recipes.tokenization import load_tokenizer
 from hf_recipes.trainers import RecipeSFTTrainer
 
 
-def main(argv: list[str]) -> None:
-    run = lifecycle.start("sft", argv, starts_from="the pretrained folder (e.g. outputs/gpt2-tiny/pretrain)")
-    if run is None:
-        return
+def fine_tune(run: lifecycle.StageRun) -> None:
+    """Fine-tune the model on the recipe's conversations and score it on the held-out ones."""
     data_args, model_args, training_args = run.arguments
 
     # Checks that need no weights: data, tokenizer, template, vocab, LoRA targets, 4-bit.
-    train_conversations, eval_conversations = load_training_splits(
-        load_chat_splits, data_args, training_args.seed, renamed_share=data_args.renamed_function_share
-    )
+    train_conversations, eval_conversations = load_training_splits(load_chat_splits, data_args, training_args.seed)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     if data_args.chat_template or not tokenizer.chat_template:
         attach_chat_template(tokenizer, data_args.chat_template or "llama2")
@@ -55,26 +49,20 @@ def main(argv: list[str]) -> None:
     log_training_rows(tokenizer, train_rows, train_kept, len(train_conversations))
 
     model = modeling.load_chat_model(model_args, quantization)
-    before, score = run.held_out_scores(model, tokenizer, eval_kept, data_args)
-    run.record()
+    run.score_before_training(model, tokenizer, eval_kept, data_args)
     trainer = RecipeSFTTrainer(
         model=model,
+        peft_config=lora,
         # Our rows already carry labels masked from the template's generation blocks; TRL's own assistant-only pass
         # needs untokenized conversations, so it is switched off here rather than run twice.
-        args=dataclasses.replace(training_args, assistant_only_loss=False),
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows),
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=run.callbacks(),
+        **run.trainer_inputs(tokenizer, train_rows, eval_rows, args=replace(training_args, assistant_only_loss=False)),
     )
-    trained = run.train_chat_model(trainer, tokenizer, model_args, score)
+    trained = run.train_chat_model(trainer, tokenizer, model_args)
     if trained is None:  # not the main process
         return
-    result, final_eval, after = trained
+    result, final_eval, scores = trained
     metrics = {
-        **before,
-        **after,
+        **scores,
         "eval_loss": final_eval["eval_loss"],  # the loss on held-out answers (and their eos) only
         "answer_perplexity": perplexity_of(final_eval["eval_loss"]),
         "train_examples": len(train_rows),
@@ -83,5 +71,9 @@ def main(argv: list[str]) -> None:
         "lora": bool(model_args.use_peft),
         "load_in_4bit": bool(model_args.load_in_4bit),
     }
-    summary = f"Held-out answer perplexity {metrics['answer_perplexity']:.2f}, {headline(before, after)}"
+    summary = f"Held-out answer perplexity {metrics['answer_perplexity']:.2f}, {headline(scores)}"
     run.finish(trainer, result, metrics, functools.partial(plot_losses, title="supervised fine-tuning"), summary)
+
+
+def main(argv: list[str]) -> None:
+    lifecycle.run_stage("sft", argv, fine_tune, starts_from="the pretrained folder (e.g. outputs/gpt2-tiny/pretrain)")
