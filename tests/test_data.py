@@ -93,10 +93,29 @@ def test_renamed_share_renames_training_functions_only_and_consistently():
     assert train != stdlib.function_name_conversations("train", limit=50)
 
 
-def test_renamed_share_leaves_other_data_as_it_is(tmp_path):
+def code_chars(conversations: list[dict]) -> int:
+    return sum(len(conversation["messages"][1]["content"]) for conversation in conversations)
+
+
+def test_code_lines_cut_training_functions_to_their_first_lines_only():
+    whole = stdlib.function_name_conversations("train", limit=300)
+    cut = stdlib.function_name_conversations("train", limit=300, code_lines=3)
+    for long, short in zip(whole, cut, strict=True):
+        code, name = short["messages"][1]["content"], short["messages"][2]["content"]
+        assert name == long["messages"][2]["content"] and long["messages"][1]["content"].startswith(code)
+        assert len(code.splitlines()) <= 2 + 3  # the instruction, a blank line, three lines of code
+        assert re.search(rf"\bdef {re.escape(name)} ?\(", code)  # the def line is always kept
+    assert code_chars(cut) < 0.7 * code_chars(whole)
+    train, held_out = load_chat_splits(BUILTIN_CHAT_TASK, code_lines=3, max_train=50, max_eval=50)
+    assert held_out == stdlib.function_name_conversations("validation", limit=50)  # held-out functions stay whole
+    assert train == stdlib.function_name_conversations("train", limit=50, code_lines=3)
+
+
+def test_renamed_share_and_code_lines_leave_other_data_as_it_is(tmp_path):
     path = tmp_path / "chat.jsonl"
-    path.write_text(json.dumps({"prompt": "def f(): pass", "completion": "f"}) + "\n")
-    assert load_chat_source(str(path), "train", renamed_share=0.5) == load_chat_source(str(path), "train")
+    path.write_text(json.dumps({"prompt": "def f(): pass\n    return 1", "completion": "f"}) + "\n")
+    as_is = load_chat_source(str(path), "train")
+    assert load_chat_source(str(path), "train", renamed_share=0.5, code_lines=1) == as_is
 
 
 def test_pack_ids_joins_with_eos_and_keeps_only_full_blocks():

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ModelConfig, RewardConfig
 
 from hf_recipes.config.schema import (
+    BuiltinTrainingFunctions,
     HeldOutChatData,
     PreferenceDataArguments,
     RecipeTrainingArguments,
-    RenamedFunctions,
 )
 
 
 @dataclass
-class PromptDataArguments(HeldOutChatData, RenamedFunctions):
+class PromptDataArguments(HeldOutChatData, BuiltinTrainingFunctions):
     dataset_name: str | None = field(
         default="stdlib-function-name",
         metadata={

@@ -233,7 +233,9 @@ class HeldOutChatData(ScriptArguments):
 
 
 @dataclass
-class RenamedFunctions:
+class BuiltinTrainingFunctions:
+    """How the built-in task shows its training functions (held-out functions stay whole, with their real names)."""
+
     renamed_function_share: float = field(
         default=0.0,
         metadata={
@@ -241,10 +243,17 @@ class RenamedFunctions:
             "the answer), so the name must be copied from the code, not recalled from pretraining."
         },
     )
+    training_code_lines: int | None = field(
+        default=None,
+        metadata={
+            "help": "Built-in task only: training functions cut to their first lines (the def line first), so a "
+            "CPU-second trains more of them; held-out functions stay whole. None: whole functions."
+        },
+    )
 
 
 @dataclass
-class ChatDataArguments(HeldOutChatData, RenamedFunctions):
+class ChatDataArguments(HeldOutChatData, BuiltinTrainingFunctions):
     chat_template: str | None = field(
         default=None,
         metadata={"help": "Template name (llama2, chatml) or .jinja path. None: the model's own, else llama2."},

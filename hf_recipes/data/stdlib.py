@@ -119,11 +119,12 @@ def function_name_conversations(
     validation_percent: float = VALIDATION_PERCENT,
     root: Path = STDLIB_ROOT,
     renamed_share: float = 0.0,
+    code_lines: int | None = None,
 ) -> list[dict[str, list[dict[str, str]]]]:
     """Every function of the split's modules as a conversation, in a stable order (first `limit` if given).
 
     `renamed_share` of the functions (a stable choice) get a made-up name, in the code and the answer: see
-    `renamed_function`.
+    `renamed_function`. `code_lines` cuts each function to its first lines (its def line comes first).
     """
     modules = split_modules(split, validation_percent, root)
     pieces = name_pieces(tuple(modules), root) if renamed_share > 0 else ()
@@ -134,6 +135,8 @@ def function_name_conversations(
                 rng = random.Random(f"{module}:{index}")  # the same choice and name on every machine
                 if rng.random() < renamed_share:
                     name, code = renamed_function(name, code, pieces, rng)
+            if code_lines:
+                code = "\n".join(code.splitlines()[:code_lines])
             conversations.append(function_name_conversation(code, name))
             if limit is not None and len(conversations) >= limit:
                 return conversations
