@@ -135,12 +135,35 @@ class RecipeDPOTrainer(DPOTrainer):
             self.loss_types, self.loss_weights, self.use_weighting, self._metrics, self._total_train_tokens = saved
 
 
+def positions_from_attention_mask(module, args, kwargs):
+    """Forward pre-hook: with no position ids given, count positions over the attention mask (0 at each row's first
+    real token), as `generate` does, instead of from the batch's first column."""
+    mask, cache = kwargs.get("attention_mask"), kwargs.get("cache", kwargs.get("past_key_values"))
+    fresh = cache is None or cache.get_seq_length() == 0
+    if kwargs.get("position_ids") is None and mask is not None and mask.dim() == 2 and fresh:
+        kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    return args, kwargs
+
+
+def count_positions_over_attention_mask(model) -> None:
+    """Score left-padded rows at the positions `generate` gave them. TRL's GRPO scores each completion after its
+    left-padded prompt without position ids, so a model with learned absolute positions (GPT-2) read every shorter
+    prompt shifted by its padding: the policy it optimized was not the one that sampled (the first answer token of a
+    65-token prompt padded to 432: log-probability -8.41 instead of -0.003)."""
+    unwrapped = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's own
+    unwrapped.base_model.register_forward_pre_hook(positions_from_attention_mask, with_kwargs=True)
+
+
 class RecipeGRPOTrainer(GRPOTrainer):
-    """TRL's GRPOTrainer, stopping after the first optimizer step's loss unless the KL to the reference was ~0 then
-    (the reference is the starting policy: the LoRA-disabled model, or a fresh copy of the start folder)."""
+    """TRL's GRPOTrainer scoring completions at the positions they were sampled at, and stopping after the first
+    optimizer step's loss unless the KL to the reference was ~0 then (the reference is the starting policy: the
+    LoRA-disabled model, or a fresh copy of the start folder)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for model in (self.model, self.ref_model):
+            if model is not None:
+                count_positions_over_attention_mask(model)
         self.check_initial_kl = getattr(self.args, "check_initial_kl", True)  # the recipe's; on with TRL's GRPOConfig
         self.initial_kl: float | None = None
 

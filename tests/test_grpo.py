@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from datasets import Dataset
 from safetensors.torch import load_file
 
 from hf_recipes.config import parse_stage
@@ -15,7 +16,7 @@ from hf_recipes.rewards import exact_match, load_user_reward, prefix_match, rewa
 from hf_recipes.runtime import RecipeError
 from hf_recipes.stages import grpo
 from tests.conftest import QUIET, REPO_ROOT
-from tests.tiny import sft_like_folder
+from tests.tiny import sft_like_folder, tiny_model, tiny_tokenizer
 
 TINY_GRPO = [
     "--max_train_examples", "16", "--max_eval_examples", "4", "--eval_max_new_tokens", "4",
@@ -131,6 +132,43 @@ def test_a_users_prompts_with_answers_load_and_bad_rows_are_named(tmp_path):
         (tmp_path / "good2.jsonl").write_text(line + "\n")
         with pytest.raises(RecipeError, match=message):
             load_prompt_source(str(tmp_path / "good2.jsonl"), "train")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scoring completions where they were sampled
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def completion_logps(model, rows: list[list[int]], completion: int) -> torch.Tensor:
+    """Log-probabilities of each row's last `completion` tokens, the rows left-padded into one batch (as TRL's GRPO
+    scores them: input ids and attention mask, no position ids)."""
+    width = max(map(len, rows))
+    input_ids = torch.tensor([[0] * (width - len(row)) + row for row in rows])
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
+    logps = torch.log_softmax(logits.float(), -1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return logps[:, -completion:]
+
+
+def test_grpo_scores_a_left_padded_completion_as_generate_sampled_it():
+    from trl import GRPOConfig
+
+    from hf_recipes.trainers import RecipeGRPOTrainer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer).eval()
+    short, long = [5, 6, 7, 8, 9, 10], list(range(20, 60))
+    alone = completion_logps(model, [short], 3)
+    padded = completion_logps(model, [short, long], 3)[:1]
+    assert not torch.allclose(padded, alone, atol=1e-3)  # GPT-2's learned positions: the padding shifts every one
+    args = GRPOConfig(output_dir="unused", num_generations=2, per_device_train_batch_size=2, max_completion_length=4,
+                      report_to="none", use_cpu=True, beta=0.0)  # fmt: skip
+    rows = Dataset.from_list([{"prompt": "def f(): pass"}, {"prompt": "def g(): pass"}])
+    trainer = RecipeGRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions),
+                                args=args, train_dataset=rows, processing_class=tokenizer)  # fmt: skip
+    assert torch.allclose(completion_logps(trainer.model, [short, long], 3)[:1], alone, atol=1e-5)
+    assert torch.allclose(completion_logps(trainer.model, [short], 3), alone, atol=1e-5)  # no padding: unchanged
 
 
 # ----------------------------------------------------------------------------------------------------------------
