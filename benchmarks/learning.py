@@ -23,6 +23,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LEARNING = REPO_ROOT / "benchmarks" / "LEARNING.md"
+RUNS_SECTION = "## Runs of benchmarks/learning.py"
 
 
 def run_stage(script: str, recipe: str, output_dir: Path, args: list[str]) -> dict:
@@ -83,9 +84,18 @@ def main() -> None:
         f"`{command}`",
         commit,
     ]
-    with LEARNING.open("a") as file:
-        file.write("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |\n")
+    add_row(LEARNING, "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     print(f"{datetime.now(timezone.utc):%H:%M} row added to {LEARNING}:\n" + " | ".join(row))
+
+
+def add_row(path: Path, row: str, section: str = RUNS_SECTION) -> None:
+    """Insert `row` after the last table row of `section`, whatever follows that section in the file."""
+    lines = path.read_text().splitlines()
+    start = lines.index(section)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
+    lines.insert(last_row + 1, row)
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

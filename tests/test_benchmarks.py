@@ -26,3 +26,16 @@ def test_run_all_quick_writes_one_ratio_line_per_benchmark_and_keeps_the_gpu_sec
     goals = {name: float(goal) for name, _, goal in lines}
     assert goals == {"bench_pretrain": 0.95, "bench_data": 0.8, "bench_sft": 1.3}
     assert text.endswith(gpu)  # a GPU measurement is never thrown away by a CPU run
+
+
+def test_a_learning_row_goes_into_the_runs_table_whatever_follows_it(tmp_path):
+    from benchmarks.learning import RUNS_SECTION, add_row
+
+    learning = tmp_path / "LEARNING.md"
+    learning.write_text(
+        f"# x\n\n{RUNS_SECTION}\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\nA note.\n\n## GRPO\n\n| 9 |\n"
+    )
+    add_row(learning, "| 3 | 4 |")
+    assert learning.read_text() == (
+        f"# x\n\n{RUNS_SECTION}\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n| 3 | 4 |\n\nA note.\n\n## GRPO\n\n| 9 |\n"
+    )
