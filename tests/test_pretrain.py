@@ -98,12 +98,12 @@ def test_another_runs_folder_is_refused(finished_run, tmp_path):
 
 
 def test_a_finished_run_is_reused_only_for_the_same_recipe_and_inputs(finished_run):
-    from hf_recipes import lifecycle
+    from hf_recipes import folder_reuse
     from hf_recipes.config import parse_stage
 
     same = parse_stage("pretrain", [*TINY_PRETRAIN_RUN, "--output_dir", str(finished_run)])
-    assert lifecycle.finished_earlier(finished_run, *same, inputs={})
+    assert folder_reuse.finished_earlier(finished_run, *same, inputs={})
     other_recipe = parse_stage("pretrain", [*TINY_PRETRAIN_RUN, "--output_dir", str(finished_run), "--max_steps", "5"])
-    assert not lifecycle.finished_earlier(finished_run, *other_recipe, inputs={})
-    assert not lifecycle.finished_earlier(finished_run, *same, inputs={"outputs/x": "model.safetensors:1:2"})
-    assert not lifecycle.finished_earlier(finished_run, *same, inputs={}, overwrite=True)
+    assert not folder_reuse.finished_earlier(finished_run, *other_recipe, inputs={})
+    assert not folder_reuse.finished_earlier(finished_run, *same, inputs={"outputs/x": "model.safetensors:1:2"})
+    assert not folder_reuse.finished_earlier(finished_run, *same, inputs={}, overwrite=True)

@@ -50,30 +50,26 @@ def preference_tune(run: lifecycle.StageRun) -> None:
         peft_config=lora,
         **run.trainer_inputs(tokenizer, train_rows, eval_rows),
     )
-    trained = run.train_chat_model(trainer, tokenizer, model_args)
-    if trained is None:  # not the main process
-        return
-    result, final_eval, scores = trained
-    metrics = {
-        **scores,
-        "reward_accuracy": final_eval["eval_rewards/accuracies"],
-        "reward_margin": final_eval["eval_rewards/margins"],
-        "eval_loss": final_eval["eval_loss"],
-        "eval_pairs": len(eval_rows),
-        "first_batch_dpo_loss": trainer.first_loss,
-        "train_pairs": len(train_rows),
-        "train_pairs_too_long": len(data.train_pairs) - len(train_rows),
-        "eval_pairs_too_long": len(data.eval_pairs) - len(eval_rows),
-        "beta": training_args.beta,
-        "loss_type": training_args.loss_type,
-        "lora": bool(model_args.use_peft),
-    }
-    summary = (
-        f"Held-out reward accuracy {metrics['reward_accuracy']:.3f}, margin {metrics['reward_margin']:.3f}; "
-        f"{headline(scores)}"
-    )
+
+    def results(final_eval, scores):
+        metrics = {
+            "reward_accuracy": final_eval["eval_rewards/accuracies"],
+            "reward_margin": final_eval["eval_rewards/margins"],
+            "eval_loss": final_eval["eval_loss"],
+            "eval_pairs": len(eval_rows),
+            "first_batch_dpo_loss": trainer.first_loss,
+            "train_pairs": len(train_rows),
+            "train_pairs_too_long": len(data.train_pairs) - len(train_rows),
+            "eval_pairs_too_long": len(data.eval_pairs) - len(eval_rows),
+            "beta": training_args.beta,
+            "loss_type": training_args.loss_type,
+            "lora": bool(model_args.use_peft),
+        }
+        accuracy, margin = metrics["reward_accuracy"], metrics["reward_margin"]
+        return metrics, f"Held-out reward accuracy {accuracy:.3f}, margin {margin:.3f}; {headline(scores)}"
+
     plot = functools.partial(plot_dpo, loss_name=" + ".join(training_args.loss_type))
-    run.finish(trainer, result, metrics, plot, summary)
+    run.train_chat_model(trainer, tokenizer, model_args, results, plot)
 
 
 def main(argv: list[str]) -> None:

@@ -68,25 +68,24 @@ def reinforce(run: lifecycle.StageRun) -> None:
         peft_config=lora,
         **run.trainer_inputs(tokenizer, train_rows),
     )
-    trained = run.train_chat_model(trainer, tokenizer, model_args, evaluate=False)
-    if trained is None:  # not the main process
-        return
-    result, _, scores = trained
-    history = trainer.state.log_history
-    reward, kl = logged(history, "reward"), logged(history, "kl")
-    metrics = {
-        **scores,
-        "mean_reward": statistics.fmean(reward) if reward else None,
-        "reward_first": reward[0] if reward else None,
-        "reward_last": reward[-1] if reward else None,
-        "initial_kl": trainer.initial_kl,
-        "kl_last": kl[-1] if kl else None,
-        "train_prompts": len(train_rows),
-        "num_generations": training_args.num_generations,
-        "lora": bool(model_args.use_peft),
-    }
-    summary = f"Greedy {headline(scores)}; reward {metrics['reward_first']:.3f} -> {metrics['reward_last']:.3f}"
-    run.finish(trainer, result, metrics, plot_rl, summary)
+
+    def results(_, scores):
+        history = trainer.state.log_history
+        reward, kl = logged(history, "reward"), logged(history, "kl")
+        metrics = {
+            "mean_reward": statistics.fmean(reward) if reward else None,
+            "reward_first": reward[0] if reward else None,
+            "reward_last": reward[-1] if reward else None,
+            "initial_kl": trainer.initial_kl,
+            "kl_last": kl[-1] if kl else None,
+            "train_prompts": len(train_rows),
+            "num_generations": training_args.num_generations,
+            "lora": bool(model_args.use_peft),
+        }
+        trend = f"; reward {reward[0]:.3f} -> {reward[-1]:.3f}" if reward else ""  # none logged in a short run
+        return metrics, f"Greedy {headline(scores)}{trend}"
+
+    run.train_chat_model(trainer, tokenizer, model_args, results, plot_rl, evaluate=False)
 
 
 def main(argv: list[str]) -> None:

@@ -57,22 +57,21 @@ def fine_tune(run: lifecycle.StageRun) -> None:
         # needs untokenized conversations, so it is switched off here rather than run twice.
         **run.trainer_inputs(tokenizer, train_rows, eval_rows, args=replace(training_args, assistant_only_loss=False)),
     )
-    trained = run.train_chat_model(trainer, tokenizer, model_args)
-    if trained is None:  # not the main process
-        return
-    result, final_eval, scores = trained
-    metrics = {
-        **scores,
-        "eval_loss": final_eval["eval_loss"],  # the loss on held-out answers (and their eos) only
-        "answer_perplexity": perplexity_of(final_eval["eval_loss"]),
-        "train_examples": len(train_rows),
-        "train_examples_too_long": len(train_conversations) - len(train_kept),
-        "eval_examples_too_long": len(eval_conversations) - len(eval_kept),
-        "lora": bool(model_args.use_peft),
-        "load_in_4bit": bool(model_args.load_in_4bit),
-    }
-    summary = f"Held-out answer perplexity {metrics['answer_perplexity']:.2f}, {headline(scores)}"
-    run.finish(trainer, result, metrics, functools.partial(plot_losses, title="supervised fine-tuning"), summary)
+
+    def results(final_eval, scores):
+        metrics = {
+            "eval_loss": final_eval["eval_loss"],  # the loss on held-out answers (and their eos) only
+            "answer_perplexity": perplexity_of(final_eval["eval_loss"]),
+            "train_examples": len(train_rows),
+            "train_examples_too_long": len(train_conversations) - len(train_kept),
+            "eval_examples_too_long": len(eval_conversations) - len(eval_kept),
+            "lora": bool(model_args.use_peft),
+            "load_in_4bit": bool(model_args.load_in_4bit),
+        }
+        return metrics, f"Held-out answer perplexity {metrics['answer_perplexity']:.2f}, {headline(scores)}"
+
+    plot = functools.partial(plot_losses, title="supervised fine-tuning")
+    run.train_chat_model(trainer, tokenizer, model_args, results, plot)
 
 
 def main(argv: list[str]) -> None:
