@@ -324,10 +324,23 @@ def load_chat_model(
     model_args, quantization_config=None, name_or_path: str | None = None, revision: str | None = None
 ):
     """The model a chat stage (SFT, DPO) trains or scores against, as its ModelConfig asks (dtype, attention)."""
-    return load_model(
+    model = load_model(
         name_or_path or model_args.model_name_or_path,
         revision=revision if name_or_path else model_args.model_revision,
         dtype=model_args.dtype,
         quantization_config=quantization_config,
         attn_implementation=model_args.attn_implementation or "sdpa",
     )
+    if quantization_config is not None:
+        keep_4bit_weights_trainable(model)
+    return model
+
+
+def keep_4bit_weights_trainable(model) -> None:
+    """QLoRA on a CPU with AVX512-BF16: bitsandbytes (0.50) repacks a 4-bit weight into an inference-only layout the
+    first time it runs in eval mode without gradients (the held-out scoring before training), and every training
+    forward after that fails ("a view of a leaf Variable that requires grad is being used in an in-place operation").
+    A 4-bit model loaded to train keeps the layout training reads."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):  # bitsandbytes' Linear4bit
+            module.support_avx512bf16_for_cpu = False

@@ -115,6 +115,30 @@ def test_qlora_sft_trains_an_adapter_on_the_4bit_base_and_merges_into_full_preci
         assert torch.allclose(merged(input_ids).logits, with_adapter(input_ids).logits, atol=1e-4)
 
 
+def test_a_4bit_model_loaded_to_train_still_trains_after_it_was_scored(base):
+    """The held-out scoring before QLoRA runs the 4-bit model in eval mode without gradients; on a CPU with
+    AVX512-BF16 bitsandbytes then repacks its weights into an inference-only layout, and the training forward that
+    follows failed. (On a CPU without AVX512-BF16 the repacking never happens and this passes either way.)"""
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+    from trl import ModelConfig
+
+    from hf_recipes import modeling
+
+    model_args = ModelConfig(model_name_or_path=str(base), use_peft=True, load_in_4bit=True, dtype="float32")
+    model = modeling.load_chat_model(model_args, modeling.quantization_config(model_args))
+    four_bit = [module for module in model.modules() if isinstance(module, bnb.nn.Linear4bit)]
+    assert four_bit and not any(module.support_avx512bf16_for_cpu for module in four_bit)
+    input_ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 2]])
+    model.eval()
+    with torch.no_grad():
+        model(input_ids)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["c_attn", "c_proj", "c_fc"]))
+    model.train()
+    model(input_ids, labels=input_ids).loss.backward()
+    assert all(parameter.grad is not None for name, parameter in model.named_parameters() if "lora_A" in name)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
