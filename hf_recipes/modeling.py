@@ -323,7 +323,7 @@ def log_pretraining_plan(size: ModelSize, training_args, train_blocks: int | Non
 def load_chat_model(
     model_args, quantization_config=None, name_or_path: str | None = None, revision: str | None = None
 ):
-    """The model a chat stage (SFT, DPO) trains or scores against, as its ModelConfig asks (dtype, attention)."""
+    """The model a chat stage (SFT, DPO, GRPO) trains or scores against, as its ModelConfig asks (dtype, attention)."""
     model = load_model(
         name_or_path or model_args.model_name_or_path,
         revision=revision if name_or_path else model_args.model_revision,
