@@ -92,17 +92,22 @@ class StageRun:
         self.train_seconds = time.perf_counter() - started - evaluating
         return result
 
-    def score_before_training(self, model, tokenizer, conversations, data_args) -> None:
-        """Score the start model on the held-out conversations (unless eval_before_training is off or the run
-        resumes), and keep the scorer for the trained model."""
+    def chat_trainer(
+        self, trainer_class, model, tokenizer, held_out: list[dict], train_rows, eval_rows=None, **inputs
+    ):
+        """SFT, DPO, GRPO: score the start model on the held-out conversations (unless eval_before_training is off or
+        the run resumes), keep the scorer for the trained model, and build the stage's trainer from `trainer_inputs`
+        plus the stage's own `inputs` (peft_config, ref_model, reward_funcs, ...; they may replace any)."""
         from hf_recipes.evaluation import scores_of_stage
 
+        data_args = self.arguments[0]
         batch_size = self.training_args.per_device_eval_batch_size
-        score = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=conversations,
+        score = functools.partial(scores_of_stage, tokenizer=tokenizer, conversations=held_out,
                                   data_args=data_args, batch_size=batch_size)  # fmt: skip
         if data_args.eval_before_training and self.resume_dir is None:
             self.scores_before = score(model, when="before")
         self.score_after = functools.partial(score, when="after")
+        return trainer_class(model=model, **self.trainer_inputs(tokenizer, train_rows, eval_rows, **inputs))
 
     def train_chat_model(self, trainer, tokenizer, model_args, results: ChatResults, plot, evaluate: bool = True):
         """SFT, DPO, GRPO: train(), the final held-out evaluation (unless `evaluate` is off), then on the main process

@@ -43,12 +43,15 @@ def preference_tune(run: lifecycle.StageRun) -> None:
     elif not model_args.use_peft:
         ref_model = modeling.load_chat_model(model_args)
     eval_conversations = [{"messages": pair["prompt"] + pair["chosen"]} for pair in eval_rows]
-    run.score_before_training(model, tokenizer, eval_conversations, data_args)
-    trainer = RecipeDPOTrainer(
-        model=model,
+    trainer = run.chat_trainer(
+        RecipeDPOTrainer,
+        model,
+        tokenizer,
+        eval_conversations,
+        train_rows,
+        eval_rows,
         ref_model=ref_model,
         peft_config=lora,
-        **run.trainer_inputs(tokenizer, train_rows, eval_rows),
     )
 
     def results(final_eval, scores):

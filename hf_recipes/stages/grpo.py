@@ -61,12 +61,8 @@ def reinforce(run: lifecycle.StageRun) -> None:
         *(training_args.num_generations, training_args.max_completion_length, training_args.temperature),
         ", ".join([*data_args.reward_functions, *([data_args.reward_model] if data_args.reward_model else [])]),
     )
-    run.score_before_training(model, tokenizer, eval_conversations, data_args)
-    trainer = RecipeGRPOTrainer(
-        model=model,
-        reward_funcs=rewards,
-        peft_config=lora,
-        **run.trainer_inputs(tokenizer, train_rows),
+    trainer = run.chat_trainer(
+        RecipeGRPOTrainer, model, tokenizer, eval_conversations, train_rows, reward_funcs=rewards, peft_config=lora
     )
 
     def results(_, scores):

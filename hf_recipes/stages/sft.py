@@ -49,13 +49,17 @@ def fine_tune(run: lifecycle.StageRun) -> None:
     log_training_rows(tokenizer, train_rows, train_kept, len(train_conversations))
 
     model = modeling.load_chat_model(model_args, quantization)
-    run.score_before_training(model, tokenizer, eval_kept, data_args)
-    trainer = RecipeSFTTrainer(
-        model=model,
+    trainer = run.chat_trainer(
+        RecipeSFTTrainer,
+        model,
+        tokenizer,
+        eval_kept,
+        train_rows,
+        eval_rows,
         peft_config=lora,
         # Our rows already carry labels masked from the template's generation blocks; TRL's own assistant-only pass
         # needs untokenized conversations, so it is switched off here rather than run twice.
-        **run.trainer_inputs(tokenizer, train_rows, eval_rows, args=replace(training_args, assistant_only_loss=False)),
+        args=replace(training_args, assistant_only_loss=False),
     )
 
     def results(final_eval, scores):
