@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class ExportCheckArguments:
-    """What an export (4-bit, GGUF) is checked on after reloading it: held-out text and function-name answers."""
+class ExportArguments:
+    """An export (4-bit, GGUF): the model folder it starts from, and what the export is checked on after reloading
+    it (held-out text and function-name answers)."""
 
+    model_name_or_path: str = field(
+        default="outputs/gpt2-tiny/dpo",
+        metadata={"help": "Model folder to export: a full model, or a LoRA adapter folder (merged into its base)."},
+    )
     block_size: int = field(default=256, metadata={"help": "Tokens per held-out perplexity block."})
     eval_blocks: int = field(default=32, metadata={"help": "Held-out validation text blocks for perplexity."})
     max_eval_examples: int = field(
@@ -21,11 +26,7 @@ class ExportCheckArguments:
 
 
 @dataclass
-class QuantizeArguments(ExportCheckArguments):
-    model_name_or_path: str = field(
-        default="outputs/gpt2-tiny/dpo",
-        metadata={"help": "Model folder to export: a full model, or a LoRA adapter folder (merged into its base)."},
-    )
+class QuantizeArguments(ExportArguments):
     output_dir: str = field(default="outputs/gpt2-tiny/quantized-nf4", metadata={"help": "Where the export goes."})
     quant_type: typing.Literal["nf4", "fp4"] = field(
         default="nf4", metadata={"help": "4-bit data type: nf4 (suits normally distributed weights) or fp4."}
@@ -43,11 +44,9 @@ class QuantizeArguments(ExportCheckArguments):
 
 
 @dataclass
-class GGUFExportArguments(ExportCheckArguments):
-    model_name_or_path: str = field(
-        default="outputs/gpt2-tiny/dpo",
-        metadata={"help": "GPT-2 model folder: a full model, or a LoRA adapter folder (merged into its base)."},
-    )
+class GGUFExportArguments(ExportArguments):
+    """Writes GPT-2 architecture models only."""
+
     output_dir: str = field(default="outputs/gpt2-tiny/gguf", metadata={"help": "Where the GGUF files go."})
     gguf_types: list[str] = field(
         default_factory=lambda: ["f16", "q8_0"],
