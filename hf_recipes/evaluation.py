@@ -292,7 +292,8 @@ def measures_exact_match(data_args) -> bool:
 
 def scores_of_stage(model, tokenizer, conversations, data_args, batch_size: int, when: str) -> dict[str, Any]:
     """Exact match (where it fits the data: `measures_exact_match`) and stop rate of a chat stage's model on its
-    held-out conversations, logged; `when` is 'before' (the headline numbers, suffixed _before) or 'after'."""
+    held-out conversations, logged; `when` is 'before' (the headline numbers and exact match by answer length, suffixed
+    _before) or 'after'."""
     exact = measures_exact_match(data_args)
     what = "Exact match and stop rate" if exact else "Stop rate (open-ended answers: no exact match)"
     logger.info("%s %s training, on %d held-out conversations", what, when, len(conversations))
@@ -301,8 +302,10 @@ def scores_of_stage(model, tokenizer, conversations, data_args, batch_size: int,
         scores = {key: value for key, value in scores.items() if not key.startswith("exact_match")}
     if when == "after":
         return scores
-    before = {f"{key}_before": scores[key] for key in ("exact_match", "stop_rate") if key in scores}
-    logger.info("Before training: %s", before)
+    # By answer length too: where a stage gained (short names or long, copied ones) shows only against the start.
+    kept = ("exact_match", "stop_rate", "exact_match_by_answer_tokens")
+    before = {f"{key}_before": scores[key] for key in kept if key in scores}
+    logger.info("Before training: %s", {key: value for key, value in before.items() if not isinstance(value, dict)})
     return before
 
 

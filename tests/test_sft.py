@@ -58,6 +58,11 @@ def test_full_sft_changes_weights_and_reports_task_metrics(base, tmp_path):
     assert sum(b["exact_match"] * b["examples"] for b in buckets) == pytest.approx(
         metrics["exact_match"] * metrics["eval_examples"]
     )
+    # The start model is scored on the same answers, bucket by bucket, so a gain can be placed.
+    before = metrics["exact_match_by_answer_tokens_before"]
+    assert {k: b["examples"] for k, b in before.items()} == {
+        k: b["examples"] for k, b in metrics["exact_match_by_answer_tokens"].items()
+    }
     assert (tmp_path / "full" / "chat_template.jinja").read_text().count("[INST]") >= 1
     assert not list((tmp_path / "full").glob("**/training_args.bin"))
 
