@@ -3,7 +3,8 @@ returns one float per completion (columns of the dataset, such as `answer`, arri
 
 Built in: `exact_match` (1.0 when the completion, stripped, is the reference answer), `prefix_match` (the share of
 the answer right from its start: partial credit) and `stop` (1.0 when the completion ends with eos within
-max_completion_length). A user's own: `module:function`, checked when loaded.
+max_completion_length). A user's own: `module:function`, checked when loaded. A reward model folder:
+`reward_model_reward`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hf_recipes.runtime import RecipeError
@@ -49,6 +51,46 @@ def stop_reward(eos_token_id: int) -> RewardFunction:
         return [float(bool(ids) and ids[-1] == eos_token_id) for ids in completion_ids]
 
     return stop
+
+
+# Where make reward's models read their score: at the answer's last token, not at the eos the chat template puts
+# after it. A causal model at the eos has to rebuild from scratch whether the answer before it was right; at the
+# answer's last token the SFT body already holds it (a linear score on the frozen SFT model ranks the held-out pairs
+# at 0.71 there against 0.55 at the eos: benchmarks/reward_readout.py). Rendering a conversation with
+# continue_final_message ends it right after the last message's content, whatever the template puts next.
+ANSWER_END = "answer_end"
+ANSWER_END_TEMPLATE_KWARGS = {"continue_final_message": True}
+
+
+def reward_model_reward(folder: str) -> RewardFunction:
+    """A sequence-classification reward model folder as a reward: its score of each prompt with the completion as
+    the assistant's answer, through the folder's own tokenizer and chat template, read where the model was trained to
+    read it (`reward_read_at: answer_end` in make reward's config.json; any other folder at the end of the whole
+    templated conversation, as TRL reads one). The reward's name in the logs is the folder's name."""
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).to(PartialState().device).eval()
+    if model.config.pad_token_id is None:  # the score is read at the last token before the padding
+        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    template_kwargs = ANSWER_END_TEMPLATE_KWARGS if getattr(model.config, "reward_read_at", None) == ANSWER_END else {}
+
+    def score(prompts: list[Any], completions: list[Any], **kwargs) -> list[float]:
+        ids = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            if not isinstance(prompt, list):
+                raise RecipeError(f"reward model {folder}: scores conversational prompts (messages), got plain text")
+            answer = {"role": "assistant", "content": completion_text(completion)}
+            rendered = tokenizer.apply_chat_template([*prompt, answer], return_dict=False, **template_kwargs)
+            ids.append(rendered["input_ids"] if isinstance(rendered, dict) else rendered)
+        batch = tokenizer.pad({"input_ids": ids}, padding_side="right", return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            return model(**batch).logits[:, 0].float().tolist()
+
+    score.__name__ = Path(folder).name
+    return score
 
 
 def load_user_reward(spec: str) -> RewardFunction:

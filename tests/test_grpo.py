@@ -231,3 +231,61 @@ def test_a_reward_model_trains_on_pairs_and_grpo_runs_against_it(chat_folder, tm
     history = json.loads((tmp_path / "grpo" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     # TRL names a reward model's column after its folder: rewards/reward/mean next to exact_match's and stop's.
     assert any("rewards/reward/mean" in entry for entry in history), "the reward model was not one of the rewards"
+    assert scorer.config.reward_read_at == "answer_end"
+
+
+def test_reward_modeling_reads_the_score_at_the_answers_last_token(chat_folder, tmp_path):
+    """TRL renders each pair with the row's chat_template_kwargs: what it trains on ends with the answer, no eos."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_recipes.stages import reward
+    from hf_recipes.trainers import RecipeRewardTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_folder)
+    model = AutoModelForSequenceClassification.from_pretrained(chat_folder, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    prompt = [{"role": "user", "content": "def add(a, b): return a + b"}]
+    chosen, rejected = [{"role": "assistant", "content": "add"}], [{"role": "assistant", "content": "sum_two"}]
+    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/reward.yaml"), "--model_name_or_path", str(chat_folder)]
+    args = parse_stage("reward", [*recipe, "--output_dir", str(tmp_path), *QUIET])[2]
+    [row] = reward.scored_at_answer_end([{"prompt": prompt, "chosen": chosen, "rejected": rejected}])
+    pairs = Dataset.from_list([row])
+    trainer = RecipeRewardTrainer(
+        model=model, args=args, processing_class=tokenizer, train_dataset=pairs, eval_dataset=pairs
+    )
+    trained = trainer.train_dataset[0]
+    for key, answer in (("chosen_ids", chosen), ("rejected_ids", rejected)):
+        whole = tokenizer.apply_chat_template(prompt + answer, return_dict=False)
+        assert whole[-1] == tokenizer.eos_token_id and trained[key][-1] != tokenizer.eos_token_id
+        assert (
+            tokenizer.decode(trained[key]).endswith(answer[0]["content"])
+            and whole[: len(trained[key])] == trained[key]
+        )
+
+
+def test_a_reward_model_as_grpo_reward_is_read_where_it_was_trained(chat_folder, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_recipes.rewards import reward_model_reward
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_folder)
+    model = AutoModelForSequenceClassification.from_pretrained(chat_folder, num_labels=1).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    prompt = [{"role": "user", "content": "def add(a, b): return a + b"}]
+    completions = [[{"role": "assistant", "content": "add"}], [{"role": "assistant", "content": "add_numbers"}]]
+
+    def score_at(position_from_end: int, completion) -> float:
+        ids = tokenizer.apply_chat_template(prompt + completion, return_dict=False)
+        with torch.no_grad():
+            hidden = model.transformer(torch.tensor([ids])).last_hidden_state
+            return model.score(hidden)[0, len(ids) - 1 - position_from_end, 0].item()
+
+    answer_end_tokens = 2  # the Llama-2 template's " </s>" after the answer
+    for read_at, skipped in (("answer_end", answer_end_tokens), (None, 0)):
+        model.config.reward_read_at = read_at
+        model.save_pretrained(tmp_path / "scorer")
+        tokenizer.save_pretrained(tmp_path / "scorer")
+        reward = reward_model_reward(str(tmp_path / "scorer"))
+        expected = [score_at(skipped, completion) for completion in completions]
+        assert reward(prompts=[prompt, prompt], completions=completions) == pytest.approx(expected, abs=1e-5)
+    assert reward.__name__ == "scorer"

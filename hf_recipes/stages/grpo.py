@@ -13,7 +13,7 @@ from hf_recipes.data.prompts import load_prompt_splits
 from hf_recipes.data.sources import load_training_splits
 from hf_recipes.evaluation import headline, prompt_lengths
 from hf_recipes.plots import plot_rl
-from hf_recipes.rewards import reward_functions
+from hf_recipes.rewards import reward_functions, reward_model_reward
 from hf_recipes.runtime import logger
 from hf_recipes.stages.chat_inputs import chat_tokenizer_and_config
 from hf_recipes.trainers import RecipeGRPOTrainer
@@ -38,7 +38,7 @@ def reinforce(run: lifecycle.StageRun) -> None:
     rewards = reward_functions(data_args.reward_functions, tokenizer.eos_token_id)
     if data_args.reward_model:
         modeling.check_vocab(modeling.load_config(data_args.reward_model), tokenizer)
-        rewards.append(data_args.reward_model)  # TRL scores completions with it (a sequence-classification folder)
+        rewards.append(reward_model_reward(data_args.reward_model))
     lora = modeling.lora_config(model_args)
     quantization = modeling.quantization_config(model_args)
 

@@ -12,9 +12,17 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_recipes import lifecycle
 from hf_recipes.plots import plot_losses
+from hf_recipes.rewards import ANSWER_END, ANSWER_END_TEMPLATE_KWARGS
 from hf_recipes.runtime import RecipeError
 from hf_recipes.stages.chat_inputs import preference_data
 from hf_recipes.trainers import RecipeRewardTrainer
+
+
+def scored_at_answer_end(pairs: list[dict]) -> list[dict]:
+    """The pairs as RewardTrainer rows that it renders with continue_final_message: each sequence ends with the
+    answer's last token (no eos after it), where the score head reads."""
+    keys = ("prompt", "chosen", "rejected")
+    return [{**{key: pair[key] for key in keys}, "chat_template_kwargs": ANSWER_END_TEMPLATE_KWARGS} for pair in pairs]
 
 
 def train_reward_model(run: lifecycle.StageRun) -> None:
@@ -32,11 +40,11 @@ def train_reward_model(run: lifecycle.StageRun) -> None:
         model_args.model_name_or_path, revision=model_args.model_revision, num_labels=1, dtype=model_args.dtype
     )
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last token before padding
+    model.config.reward_read_at = ANSWER_END  # so GRPO reads it there too (rewards.reward_model_reward)
 
-    def pairs(rows: list[dict]) -> list[dict]:
-        return [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows]
-
-    trainer = RecipeRewardTrainer(model=model, **run.trainer_inputs(tokenizer, pairs(train_rows), pairs(eval_rows)))
+    trainer = RecipeRewardTrainer(
+        model=model, **run.trainer_inputs(tokenizer, scored_at_answer_end(train_rows), scored_at_answer_end(eval_rows))
+    )
     result = run.train(trainer)
     final_eval = trainer.evaluate()
     if not trainer.is_world_process_zero():
