@@ -43,7 +43,12 @@ class PromptDataArguments(HeldOutChatData, BuiltinTrainingFunctions):
     )
     reward_model: str | None = field(
         default=None,
-        metadata={"help": "A reward model folder (make reward's output) scored as one more reward."},
+        metadata={
+            "help": (
+                "A reward model folder (make reward's output) scored as one more reward, read at the answer's "
+                "last token when it was trained there (reward_read_at in its config.json)."
+            )
+        },
     )
 
 
