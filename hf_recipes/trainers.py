@@ -184,3 +184,20 @@ class RecipeGRPOTrainer(GRPOTrainer):
 class RecipeRewardTrainer(RewardTrainer):
     """TRL's RewardTrainer (eval accuracy: the share of held-out pairs whose chosen answer scores higher). No
     perplexity in its logs: its loss ranks pairs, it is no per-token language-model loss."""
+
+    @torch.no_grad()
+    def held_out_pair_accuracy(self) -> float:
+        """The share of held-out pairs whose chosen answer scores higher, counted pair by pair. TRL's eval_accuracy
+        averages per-batch accuracies, so a short last batch (183 pairs in batches of 16: 7) weighs as much as a
+        full one; this counts each pair once, across processes too."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        wins = []
+        for batch in self.get_eval_dataloader():
+            with self.autocast_smart_context_manager():
+                scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            chosen, rejected = scores.squeeze(-1).float().chunk(2)  # TRL's collator: all chosen, then all rejected
+            wins.append(self.accelerator.gather_for_metrics((chosen > rejected).float()))
+        model.train(was_training)
+        return torch.cat(wins).mean().item()

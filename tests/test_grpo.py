@@ -263,6 +263,39 @@ def test_reward_modeling_reads_the_score_at_the_answers_last_token(chat_folder, 
         )
 
 
+def test_held_out_pair_accuracy_counts_every_pair_once(chat_folder, tmp_path):
+    """5 pairs in batches of 2: TRL's batch mean would weigh the last pair like two; the count weighs it as one."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_recipes.stages import reward
+    from hf_recipes.trainers import RecipeRewardTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_folder)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(chat_folder, num_labels=1).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    names = [("add", "total"), ("split_path", "join"), ("read", "open_file"), ("parse", "tokens"), ("run", "go")]
+    pairs = [
+        {"prompt": [{"role": "user", "content": f"def {name}(x): return x"}],
+         "chosen": [{"role": "assistant", "content": name}], "rejected": [{"role": "assistant", "content": wrong}]}
+        for name, wrong in names
+    ]  # fmt: skip
+    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/reward.yaml"), "--model_name_or_path", str(chat_folder)]
+    args = parse_stage("reward", [*recipe, "--output_dir", str(tmp_path), "--per_device_eval_batch_size", "2",
+                                  "--bf16", "false", *QUIET])[2]  # fmt: skip
+    rows = Dataset.from_list(reward.scored_at_answer_end(pairs))
+    trainer = RecipeRewardTrainer(
+        model=model, args=args, processing_class=tokenizer, train_dataset=rows, eval_dataset=rows
+    )
+
+    def score(ids: list[int]) -> float:
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0, 0].item()
+
+    wins = [score(row["chosen_ids"]) > score(row["rejected_ids"]) for row in trainer.eval_dataset]
+    assert trainer.held_out_pair_accuracy() == pytest.approx(sum(wins) / len(wins))
+
+
 def test_a_reward_model_as_grpo_reward_is_read_where_it_was_trained(chat_folder, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -47,12 +47,14 @@ def train_reward_model(run: lifecycle.StageRun) -> None:
     )
     result = run.train(trainer)
     final_eval = trainer.evaluate()
+    pair_accuracy = trainer.held_out_pair_accuracy()  # every process takes part in its gather
     if not trainer.is_world_process_zero():
         return
     trainer.save_model(run.output_dir)
     tokenizer.save_pretrained(run.output_dir)
     metrics = {
-        "pair_accuracy": final_eval["eval_accuracy"],
+        "pair_accuracy": pair_accuracy,
+        "pair_accuracy_batch_mean": final_eval["eval_accuracy"],  # TRL's, for comparison with its logged curve
         "reward_margin": final_eval.get("eval_margin"),
         "eval_loss": final_eval["eval_loss"],
         "eval_pairs": len(eval_rows),
