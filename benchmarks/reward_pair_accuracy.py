@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 
 from hf_recipes.config import parse_stage
-from hf_recipes.rewards import ANSWER_END
+from hf_recipes.rewards import reads_at_answer_end
 from hf_recipes.stages.chat_inputs import preference_data
 from hf_recipes.stages.reward import scored_at_answer_end
 from hf_recipes.trainers import RecipeRewardTrainer
@@ -32,8 +32,8 @@ def main() -> None:
         data_args, model_args, training_args = parse_stage("reward", [*argv, "--report_to", "none"])
         data = preference_data(data_args, model_args, training_args, "reward modeling")
         model = AutoModelForSequenceClassification.from_pretrained(args.folder)
-        at_answer_end = getattr(model.config, "reward_read_at", None) == ANSWER_END
-        held_out = Dataset.from_list(scored_at_answer_end(data.eval_rows) if at_answer_end else data.eval_rows)
+        rows = scored_at_answer_end(data.eval_rows) if reads_at_answer_end(model.config) else data.eval_rows
+        held_out = Dataset.from_list(rows)
         trainer = RecipeRewardTrainer(
             model=model, args=training_args, processing_class=data.tokenizer, train_dataset=held_out,
             eval_dataset=held_out,

@@ -62,6 +62,11 @@ ANSWER_END = "answer_end"
 ANSWER_END_TEMPLATE_KWARGS = {"continue_final_message": True}
 
 
+def reads_at_answer_end(config) -> bool:
+    """Whether a reward model (its config) was trained to read its score at the answer's last token."""
+    return getattr(config, "reward_read_at", None) == ANSWER_END
+
+
 def reward_model_reward(folder: str) -> RewardFunction:
     """A sequence-classification reward model folder as a reward: its score of each prompt with the completion as
     the assistant's answer, through the folder's own tokenizer and chat template, read where the model was trained to
@@ -75,7 +80,7 @@ def reward_model_reward(folder: str) -> RewardFunction:
     model = AutoModelForSequenceClassification.from_pretrained(folder).to(PartialState().device).eval()
     if model.config.pad_token_id is None:  # the score is read at the last token before the padding
         model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    template_kwargs = ANSWER_END_TEMPLATE_KWARGS if getattr(model.config, "reward_read_at", None) == ANSWER_END else {}
+    template_kwargs = ANSWER_END_TEMPLATE_KWARGS if reads_at_answer_end(model.config) else {}
 
     def score(prompts: list[Any], completions: list[Any], **kwargs) -> list[float]:
         ids = []

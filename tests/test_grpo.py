@@ -234,25 +234,29 @@ def test_a_reward_model_trains_on_pairs_and_grpo_runs_against_it(chat_folder, tm
     assert scorer.config.reward_read_at == "answer_end"
 
 
+def reward_trainer(model, tokenizer, pairs: list[dict], output_dir, *extra):
+    """reward.yaml's trainer over `pairs` (train and held out alike), rendered as make reward renders them."""
+    from hf_recipes.stages import reward
+    from hf_recipes.trainers import RecipeRewardTrainer
+
+    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/reward.yaml"), "--model_name_or_path", model.name_or_path]
+    args = parse_stage("reward", [*recipe, "--output_dir", str(output_dir), *QUIET, *extra])[2]
+    rows = Dataset.from_list(reward.scored_at_answer_end(pairs))
+    return RecipeRewardTrainer(
+        model=model, args=args, processing_class=tokenizer, train_dataset=rows, eval_dataset=rows
+    )
+
+
 def test_reward_modeling_reads_the_score_at_the_answers_last_token(chat_folder, tmp_path):
     """TRL renders each pair with the row's chat_template_kwargs: what it trains on ends with the answer, no eos."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from hf_recipes.stages import reward
-    from hf_recipes.trainers import RecipeRewardTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(chat_folder)
     model = AutoModelForSequenceClassification.from_pretrained(chat_folder, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     prompt = [{"role": "user", "content": "def add(a, b): return a + b"}]
     chosen, rejected = [{"role": "assistant", "content": "add"}], [{"role": "assistant", "content": "sum_two"}]
-    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/reward.yaml"), "--model_name_or_path", str(chat_folder)]
-    args = parse_stage("reward", [*recipe, "--output_dir", str(tmp_path), *QUIET])[2]
-    [row] = reward.scored_at_answer_end([{"prompt": prompt, "chosen": chosen, "rejected": rejected}])
-    pairs = Dataset.from_list([row])
-    trainer = RecipeRewardTrainer(
-        model=model, args=args, processing_class=tokenizer, train_dataset=pairs, eval_dataset=pairs
-    )
+    trainer = reward_trainer(model, tokenizer, [{"prompt": prompt, "chosen": chosen, "rejected": rejected}], tmp_path)
     trained = trainer.train_dataset[0]
     for key, answer in (("chosen_ids", chosen), ("rejected_ids", rejected)):
         whole = tokenizer.apply_chat_template(prompt + answer, return_dict=False)
@@ -267,9 +271,6 @@ def test_held_out_pair_accuracy_counts_every_pair_once(chat_folder, tmp_path):
     """5 pairs in batches of 2: TRL's batch mean would weigh the last pair like two; the count weighs it as one."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from hf_recipes.stages import reward
-    from hf_recipes.trainers import RecipeRewardTrainer
-
     tokenizer = AutoTokenizer.from_pretrained(chat_folder)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(chat_folder, num_labels=1).eval()
@@ -280,13 +281,7 @@ def test_held_out_pair_accuracy_counts_every_pair_once(chat_folder, tmp_path):
          "chosen": [{"role": "assistant", "content": name}], "rejected": [{"role": "assistant", "content": wrong}]}
         for name, wrong in names
     ]  # fmt: skip
-    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/reward.yaml"), "--model_name_or_path", str(chat_folder)]
-    args = parse_stage("reward", [*recipe, "--output_dir", str(tmp_path), "--per_device_eval_batch_size", "2",
-                                  "--bf16", "false", *QUIET])[2]  # fmt: skip
-    rows = Dataset.from_list(reward.scored_at_answer_end(pairs))
-    trainer = RecipeRewardTrainer(
-        model=model, args=args, processing_class=tokenizer, train_dataset=rows, eval_dataset=rows
-    )
+    trainer = reward_trainer(model, tokenizer, pairs, tmp_path, "--per_device_eval_batch_size", "2", "--bf16", "false")
 
     def score(ids: list[int]) -> float:
         with torch.no_grad():
