@@ -222,3 +222,12 @@ def test_fields_the_stages_would_ignore_are_refused(stage, flag, value, why):
 def test_copy_rich_settings_are_checked_with_the_recipe(extra, message):
     with pytest.raises(RecipeError, match=re.escape(message)):
         parse_stage("pretrain", ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"), *extra])
+
+
+@pytest.mark.parametrize("stage", ["dpo", "reward"])
+def test_wrong_names_per_function_is_checked_with_the_recipe(stage):
+    recipe = str(REPO_ROOT / f"recipes/gpt2-tiny/{stage}.yaml")
+    with pytest.raises(RecipeError, match=re.escape("wrong_names_per_function must be at least 1, got 0")):
+        parse_stage(stage, ["--config", recipe, "--wrong_names_per_function", "0"])
+    data_args, _, _ = parse_stage(stage, ["--config", recipe, "--wrong_names_per_function", "3"])
+    assert data_args.wrong_names_per_function == 3

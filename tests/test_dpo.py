@@ -70,6 +70,27 @@ def test_stdlib_pairs_are_the_sft_conversations_with_a_wrong_answer():
     assert any(r not in calls + params for r, (calls, params, _) in zip(rejected, kinds, strict=True))
 
 
+def test_training_functions_can_give_several_wrong_names_held_out_functions_one(tmp_path):
+    root = write_modules(tmp_path)
+    one = stdlib.function_name_pairs("train", validation_percent=50.0, root=root)
+    three = stdlib.function_name_pairs("train", validation_percent=50.0, root=root, wrong_names=3)
+    rejected_by_prompt = {}
+    for pair in three:
+        rejected_by_prompt.setdefault(pair["prompt"][-1]["content"], []).append(pair["rejected"][0]["content"])
+    for pair in one:  # the first wrong name is the one a single pair would have had, the others differ from it
+        code, name = pair["prompt"][-1]["content"], pair["chosen"][0]["content"]
+        rejected = rejected_by_prompt[code]
+        assert rejected[0] == pair["rejected"][0]["content"]
+        assert len(set(rejected)) == len(rejected) and name not in rejected
+        # first_mN(alpha_mN, beta) calls helper_mN and has a sibling: 4 wrong names, 3 taken; second_mN has 1.
+        assert len(rejected) == (3 if name.startswith("first_") else 1), (name, rejected)
+    assert len(three) == 4 * len(one) // 2
+
+    train, held_out = load_preference_splits("stdlib-function-name", max_train=30, max_eval=30, wrong_names=3)
+    assert len({pair["prompt"][-1]["content"] for pair in train}) < len(train)  # several pairs per function
+    assert held_out == stdlib.function_name_pairs("validation", limit=30)  # held out: one pair each, as before
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Preference files
 # ----------------------------------------------------------------------------------------------------------------

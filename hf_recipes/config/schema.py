@@ -277,10 +277,28 @@ SFT_ARGUMENTS = (ChatDataArguments, ModelConfig, SFTRecipeConfig)
 
 
 @dataclass
-class PreferenceDataArguments(HeldOutChatData):
+class BuiltinTrainingPairs:
+    """How many pairs each built-in training function gives (held-out functions give one each)."""
+
+    wrong_names_per_function: int = field(
+        default=1,
+        metadata={
+            "help": "Built-in pairs only: each training function gives this many pairs, one per wrong name from its "
+            "code (where it has that many), so the same minutes see more kinds of wrong answer. Held out: one each."
+        },
+    )
+
+
+@dataclass
+class PreferenceDataArguments(HeldOutChatData, BuiltinTrainingPairs):
     max_eval_examples: int | None = field(
         default=200, metadata={"help": "Held-out pairs for reward accuracy/margin, exact match and stop rate."}
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.wrong_names_per_function < 1:
+            raise ValueError(f"wrong_names_per_function must be at least 1, got {self.wrong_names_per_function}")
 
 
 @dataclass

@@ -207,7 +207,8 @@ def located_rows(dataset_name: str, split: str, dataset_config, dataset_revision
 
 
 def load_preference_source(dataset_name, split, dataset_config=None, dataset_revision=None, limit=None,
-                           validation_percent: float = stdlib.VALIDATION_PERCENT) -> list[dict]:  # fmt: skip
+                           validation_percent: float = stdlib.VALIDATION_PERCENT,
+                           wrong_names: int = 1) -> list[dict]:  # fmt: skip
     """`[{"prompt": [...], "chosen": [...], "rejected": [...]}, ...]` (conversational) from the built-in pairs, a
     local file (.jsonl/.json/.parquet) or a Hub dataset.
 
@@ -217,7 +218,7 @@ def load_preference_source(dataset_name, split, dataset_config=None, dataset_rev
     from hf_recipes.data import formats
 
     if dataset_name == BUILTIN_CHAT_TASK:
-        pairs = stdlib.function_name_pairs(split, limit=limit, validation_percent=validation_percent)
+        pairs = stdlib.function_name_pairs(split, limit, validation_percent, wrong_names=wrong_names)
         if not pairs:
             raise RecipeError(f"the built-in task has no '{split}' pairs (validation_percent={validation_percent})")
         return pairs
@@ -274,6 +275,8 @@ def load_training_splits(load_splits, data_args, seed: int, **load_options) -> t
     if hasattr(data_args, "renamed_function_share"):  # SFT's and GRPO's data (BuiltinTrainingFunctions)
         load_options["renamed_share"] = data_args.renamed_function_share
         load_options["code_lines"] = data_args.training_code_lines
+    if hasattr(data_args, "wrong_names_per_function"):  # DPO's and reward modeling's data (BuiltinTrainingPairs)
+        load_options["wrong_names"] = data_args.wrong_names_per_function
     if not data_args.dataset_mixture:
         return load_splits(**split_arguments(data_args, seed), **load_options)
     from hf_recipes.data.mixture import load_mixture
@@ -302,12 +305,15 @@ def load_chat_splits(
     return held_out_splits(dataset_name, load, **split_args)
 
 
-def load_preference_splits(dataset_name: str, dataset_config=None, dataset_revision=None, **split_args):
-    """(train, held-out) preference pairs; see `held_out_splits` for how rows are held out."""
+def load_preference_splits(dataset_name: str, dataset_config=None, dataset_revision=None, wrong_names=1, **split_args):
+    """(train, held-out) preference pairs; see `held_out_splits` for how rows are held out. `wrong_names`: pairs
+    per built-in training function (held out: one each)."""
 
     def load(split: str, limit: int | None) -> list[dict]:
         percent = split_args.get("validation_percent", stdlib.VALIDATION_PERCENT)
-        return load_preference_source(dataset_name, split, dataset_config, dataset_revision, limit, percent)
+        per_function = wrong_names if split == "train" else 1
+        source = (dataset_name, split, dataset_config, dataset_revision)
+        return load_preference_source(*source, limit, percent, per_function)
 
     return held_out_splits(dataset_name, load, **split_args)
 

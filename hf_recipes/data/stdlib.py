@@ -205,44 +205,53 @@ def wrong_name_candidates(name: str, code: str, module_definitions: Iterable[str
     return [[candidate for candidate in dict.fromkeys(kind) if candidate != name] for kind in kinds]
 
 
-def pick_wrong_name(name: str, code: str, module_definitions: Iterable[str], key: str) -> str | None:
-    """One plausible wrong answer, chosen by a hash of `key` (the same on every machine); None if the code has none.
+def pick_wrong_names(name: str, code: str, module_definitions: Iterable[str], key: str, count: int = 1) -> list[str]:
+    """Up to `count` plausible wrong answers, chosen by a hash of `key` (the same on every machine); [] if the code
+    has none.
 
-    The hash picks the kind to try first, so the pairs mix called functions, parameters and sibling definitions.
+    The hash picks the kind to try first and the kinds then take turns, so the pairs mix called functions,
+    parameters and sibling definitions; the first name is the same whatever `count` is.
     """
     kinds = wrong_name_candidates(name, code, module_definitions)
     digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
-    for offset in range(len(kinds)):
-        kind = kinds[(digest + offset) % len(kinds)]
-        if kind:
-            return kind[(digest // len(kinds)) % len(kind)]
-    return None
+    in_turn = [kinds[(digest + offset) % len(kinds)] for offset in range(len(kinds))]
+    start = digest // len(kinds)
+    picked = []
+    for turn in range(max(map(len, kinds))):
+        for kind in in_turn:
+            if turn < len(kind) and len(picked) < count:
+                picked.append(kind[(start + turn) % len(kind)])
+    return picked
 
 
 def function_name_pairs(
-    split: str, limit: int | None = None, validation_percent: float = VALIDATION_PERCENT, root: Path = STDLIB_ROOT
+    split: str,
+    limit: int | None = None,
+    validation_percent: float = VALIDATION_PERCENT,
+    root: Path = STDLIB_ROOT,
+    wrong_names: int = 1,
 ) -> list[dict[str, list[dict[str, str]]]]:
     """The function-name task as conversational preference pairs, from the split's modules only, in a stable order.
 
     prompt = the SFT conversation without its answer (system + user), chosen = the function's name, rejected = a
-    plausible wrong name from the same code (`pick_wrong_name`); functions with no wrong name to offer are skipped.
+    plausible wrong name from the same code (`pick_wrong_names`): `wrong_names` pairs per function where its code
+    offers that many; functions with no wrong name to offer are skipped.
     """
     pairs = []
     for module in split_modules(split, validation_percent, root):
         functions = _module_functions(module, root)
         definitions = [defined for defined, _ in functions]
         for index, (name, code) in enumerate(functions):
-            rejected = pick_wrong_name(name, code, definitions, key=f"{module}:{index}")
-            if rejected is None:
-                continue
             messages = function_name_conversation(code, name)["messages"]
-            pairs.append(
-                {
-                    "prompt": messages[:-1],
-                    "chosen": messages[-1:],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                }
-            )
-            if limit is not None and len(pairs) >= limit:
-                return pairs
+            for rejected in pick_wrong_names(name, code, definitions, key=f"{module}:{index}", count=wrong_names):
+                pairs.append(
+                    {
+                        "prompt": messages[:-1],
+                        "chosen": messages[-1:],
+                        "rejected": [{"role": "assistant", "content": rejected}],
+                    }
+                )
+                if limit is not None and len(pairs) >= limit:
+                    return pairs
+    return pairs
     return pairs
