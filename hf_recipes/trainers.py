@@ -188,7 +188,7 @@ class RecipeRewardTrainer(RewardTrainer):
     @torch.no_grad()
     def held_out_pair_accuracy(self) -> float:
         """The share of held-out pairs whose chosen answer scores higher, counted pair by pair. TRL's eval_accuracy
-        averages per-batch accuracies, so a short last batch (183 pairs in batches of 16: 7) weighs as much as a
+        averages per-batch accuracies, so a short last batch (997 pairs in batches of 16: 5) weighs as much as a
         full one; this counts each pair once, across processes too."""
         model = self.model
         was_training = model.training
