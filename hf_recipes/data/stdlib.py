@@ -219,8 +219,10 @@ def pick_wrong_names(name: str, code: str, module_definitions: Iterable[str], ke
     picked = []
     for turn in range(max(map(len, kinds))):
         for kind in in_turn:
-            if turn < len(kind) and len(picked) < count:
+            if turn < len(kind):
                 picked.append(kind[(start + turn) % len(kind)])
+                if len(picked) == count:
+                    return picked
     return picked
 
 
@@ -253,5 +255,4 @@ def function_name_pairs(
                 )
                 if limit is not None and len(pairs) >= limit:
                     return pairs
-    return pairs
     return pairs
