@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 
 import torch
+import trl.trainer.utils as trl_trainer_utils
 from transformers import Trainer
 from trl import DPOTrainer, GRPOTrainer, RewardTrainer, SFTTrainer
 
@@ -25,12 +26,26 @@ PRIVATE_API = {
         "_set_signature_columns_if_needed": "(self)",
         "_compute_loss": "(self, model, inputs, return_outputs)",
     },
+    "trl.trainer.utils": {"_use_triton": "(device)"},  # replaced below, read by TRL's fused LM head
 }
 # Private instance attributes our trainers read (and RecipeDPOTrainer restores), set in TRL's own code.
 PRIVATE_ATTRIBUTES = {
     "trl.DPOTrainer": ("_metrics", "_total_train_tokens", "_signature_columns"),
     "trl.GRPOTrainer": ("_metrics",),
 }
+
+_compacts_where_triton_runs = trl_trainer_utils._use_triton
+
+
+def lm_head_skips_unlabelled_positions(device: torch.device) -> bool:
+    """Whether TRL's fused LM head (SFT, DPO, GRPO) projects only the positions that have a label. TRL compacts them
+    where it runs Triton and elsewhere projects every position, to keep tile shapes fixed for Neuron's compiler. On
+    the CPU that put the 8,192-way LM head on every prompt token, where the labels are the answer's few tokens: a
+    third of a gpt2-tiny GRPO step. The per-token log-probabilities are the same either way."""
+    return device.type == "cpu" or _compacts_where_triton_runs(device)
+
+
+trl_trainer_utils._use_triton = lm_head_skips_unlabelled_positions
 
 
 class PerplexityLogMixin:

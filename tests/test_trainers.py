@@ -44,3 +44,37 @@ def test_no_other_private_override_hides_in_our_trainers():
         if name.startswith("_") and not name.startswith("__")
     }
     assert overridden <= declared, f"undeclared private overrides: {sorted(overridden - declared)}"
+
+
+def test_the_fused_lm_head_projects_only_labelled_positions_on_the_cpu_with_the_same_log_probs(monkeypatch):
+    import torch
+    import trl.trainer.utils as trl_trainer_utils
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import hf_recipes.trainers  # noqa: F401  (installs the CPU rule)
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=2, n_head=2)).eval()
+    input_ids = torch.randint(0, 64, (2, 12))
+    labels = input_ids.clone()
+    labels[:, :9] = -100  # the answer: the last 3 tokens of each row
+    with torch.no_grad():
+        log_softmax = model(input_ids).logits.log_softmax(-1)
+    expected = log_softmax[:, :-1].gather(-1, input_ids[:, 1:, None])[..., 0].masked_fill(labels[:, 1:] == -100, 0)
+
+    projected_rows = []
+    kernel = trl_trainer_utils._ChunkedLogProbFunction
+
+    class CountingKernel:
+        @staticmethod
+        def apply(hidden_states, *args):
+            projected_rows.append(hidden_states.shape[0])
+            return kernel.apply(hidden_states, *args)
+
+    monkeypatch.setattr(trl_trainer_utils, "_ChunkedLogProbFunction", CountingKernel)
+    trl_trainer_utils.add_fused_lm_head(model)
+    with torch.no_grad():
+        log_probs = model(input_ids, labels=labels, fused_lm_head=True).log_probs
+
+    assert projected_rows == [2 * 3]  # not all 2 x 11 positions
+    torch.testing.assert_close(log_probs, expected, rtol=1e-5, atol=1e-5)
