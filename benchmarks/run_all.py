@@ -24,6 +24,7 @@ QUICK = {
     "bench_pretrain": ["--repeats", "1", "--warmup", "1", "--measure", "2", "--max_documents", "20"],
     "bench_data": ["--repeats", "1", "--max_documents", "50"],
     "bench_sft": ["--repeats", "1", "--examples", "16"],
+    "bench_activation": ["--repeats", "1", "--warmup", "1", "--measure", "2", "--max_documents", "20"],
 }
 GPU_HEADING = "## GPU (H100)"
 GPU_NOT_MEASURED = f"""{GPU_HEADING}

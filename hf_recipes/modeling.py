@@ -51,6 +51,9 @@ def gpt2_config(
         raise RecipeError(f"n_embd ({shape['n_embd']}) must be divisible by n_head ({shape['n_head']})")
     drop = {} if dropout is None else {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
     return GPT2Config(
+        # GPT-2's own GELU (tanh approximation) as one fused PyTorch op instead of "gelu_new"'s chain of elementwise
+        # ops: the same function, gpt2-tiny pretraining 4-6% faster on the CPU (benchmarks/bench_activation.py).
+        activation_function="gelu_pytorch_tanh",
         vocab_size=pad_vocab_size(vocab_size),
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
