@@ -26,7 +26,8 @@ PRIVATE_API = {
         "_set_signature_columns_if_needed": "(self)",
         "_compute_loss": "(self, model, inputs, return_outputs)",
     },
-    "trl.trainer.utils": {"_use_triton": "(device)"},  # replaced below, read by TRL's fused LM head
+    # Defined there, imported into trl.trainer.utils, where the fused LM head reads it and we replace it (below).
+    "trl.kernels.chunked_logprob": {"_use_triton": "(device)"},
 }
 # Private instance attributes our trainers read (and RecipeDPOTrainer restores), set in TRL's own code.
 PRIVATE_ATTRIBUTES = {
