@@ -11,6 +11,7 @@ import torch
 import trl.trainer.utils as trl_trainer_utils
 from transformers import Trainer
 from trl import DPOTrainer, GRPOTrainer, RewardTrainer, SFTTrainer
+from trl.kernels.chunked_logprob import _use_triton as _compacts_where_triton_runs  # TRL's rule, never our replacement
 
 from hf_recipes.callbacks import perplexity_of
 from hf_recipes.runtime import RecipeError
@@ -34,8 +35,6 @@ PRIVATE_ATTRIBUTES = {
     "trl.DPOTrainer": ("_metrics", "_total_train_tokens", "_signature_columns"),
     "trl.GRPOTrainer": ("_metrics",),
 }
-
-_compacts_where_triton_runs = trl_trainer_utils._use_triton
 
 
 def lm_head_skips_unlabelled_positions(device: torch.device) -> bool:
