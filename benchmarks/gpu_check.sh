@@ -14,6 +14,8 @@ if compgen -G ".whl/*.whl" >/dev/null; then
         || exit 2
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# Without an install, the checkout itself is what imports hf_recipes (the stages run scripts from benchmarks/, recipes/).
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # pyproject maps hf_recipes.templates to the top-level templates/; without an install a link does the same.
 "$python" -c "import hf_recipes.templates" 2>/dev/null || ln -sfn ../templates hf_recipes/templates
 "$python" - <<'EOF' || exit 2
