@@ -111,8 +111,14 @@ def stages(work: Path, tiny: bool) -> list[dict]:
 
 def run_stage(command: list[str], log, seconds: float) -> tuple[str, float]:
     """Run one command, output appended to the log; 'ok', 'failed (exit N)' or 'timed out', and its wall time."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")
+    # hf_recipes imports from an install, or from the checkout that gpu_check.sh puts on PYTHONPATH for this process.
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "TQDM_DISABLE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     started = time.perf_counter()
     # A session of its own: a timeout stops accelerate's child processes too, not only the launcher.
     process = subprocess.Popen(

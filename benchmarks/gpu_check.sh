@@ -14,7 +14,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
         || exit 2
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-# Without an install, the checkout itself is what imports hf_recipes (the stages run scripts from benchmarks/, recipes/).
+# Without an install, hf_recipes imports from the checkout: for gpu_check.py and every stage it starts.
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # pyproject maps hf_recipes.templates to the top-level templates/; without an install a link does the same.
 "$python" -c "import hf_recipes.templates" 2>/dev/null || ln -sfn ../templates hf_recipes/templates
