@@ -79,6 +79,10 @@ def stages(work: Path, tiny: bool) -> list[dict]:
             # A base model never emits eos, so scoring it before SFT generates to the limit for every prompt (87 s of
             # the H200 run's budget per stage, for an exact match of 0).
             args += ["--eval_before_training", "false"]
+        if recipe == "dpo.yaml":
+            # The SFT stage has just scored this model on the same held-out conversations (the second H200 run spent
+            # the rest of its budget scoring it again).
+            args += ["--eval_before_training", "false"]
         return args + tiny_only(*TINY_TRAIN, *TINY_CHAT)
 
     quantize = ["--config", str(GPU_RECIPES / "quantize.yaml"), "--model_name_or_path", str(work / "dpo")]
