@@ -74,8 +74,8 @@ class TiedWeightsLoadMixin:
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
 
-class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, Trainer):
-    """The stock Trainer, logging eval perplexity next to eval loss; Muon for the blocks when `muon_learning_rate`."""
+class MuonOptimizerMixin:
+    """Muon for the blocks' 2-D weights and AdamW for the rest when the arguments set `muon_learning_rate`."""
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.args.muon_learning_rate:
@@ -87,13 +87,19 @@ class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, Trainer):
                     "muon_learning_rate: Muon needs whole weight matrices, and FSDP/DeepSpeed shard them; use "
                     "--muon_learning_rate 0 (AdamW) with this accelerate config, or DDP (recipes/accelerate/ddp.yaml)."
                 )
-
+            if getattr(model or self.model, "peft_config", None):
+                # The trainable weights are LoRA's low-rank factors, not the blocks' matrices Muon was measured on.
+                raise RecipeError("muon_learning_rate is for full training; with use_peft (LoRA) leave it unset")
             self.optimizer = muon_with_adamw(model or self.model, self.args.muon_learning_rate, self.args)
         return super().create_optimizer(model)
 
 
-class RecipeSFTTrainer(PerplexityLogMixin, SFTTrainer):
-    """TRL's SFTTrainer, logging eval perplexity next to eval loss."""
+class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, MuonOptimizerMixin, Trainer):
+    """The stock Trainer, logging eval perplexity next to eval loss; Muon for the blocks when `muon_learning_rate`."""
+
+
+class RecipeSFTTrainer(PerplexityLogMixin, MuonOptimizerMixin, SFTTrainer):
+    """TRL's SFTTrainer, logging eval perplexity next to eval loss; Muon for the blocks when `muon_learning_rate`."""
 
 
 LN2 = math.log(2)  # the sigmoid DPO loss when policy and reference agree: -log sigmoid(0)

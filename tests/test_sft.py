@@ -235,3 +235,12 @@ def test_open_ended_data_is_measured_by_answer_loss_not_a_meaningless_exact_matc
     run(base, tmp_path / "asked", "sft.yaml", "--dataset_name", str(data), "--validation_percent", "20",
         "--eval_metric", "exact_match")  # fmt: skip
     assert "exact_match" in json.loads((tmp_path / "asked" / "metrics.json").read_text())
+
+
+def test_sft_with_muon_steps_the_blocks_with_muon_and_refuses_lora(base, tmp_path):
+    run(base, tmp_path / "muon", "sft.yaml", "--muon_learning_rate", "0.02")
+    state = torch.load(tmp_path / "muon" / "checkpoint-3" / "optimizer.pt", weights_only=True)["state"]
+    assert sum("momentum_buffer" in entry for entry in state.values()) == 8  # 2 blocks x 4 projections
+    assert "transformer.h.0.attn.c_attn.weight" in changed_tensors(base, tmp_path / "muon")
+    with pytest.raises(RecipeError, match="with use_peft \\(LoRA\\) leave it unset"):
+        run(base, tmp_path / "lora", "sft_lora.yaml", "--muon_learning_rate", "0.02")

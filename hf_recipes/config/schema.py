@@ -61,6 +61,20 @@ class RecipeTrainingArguments(AutoPrecisionMixin):
         super().__post_init__()
 
 
+@dataclass
+class MuonArguments:
+    """The optimizer choice of the stages that train whole weight matrices (pretraining, SFT)."""
+
+    muon_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train the transformer blocks' 2-D weights with Muon at this rate (0.02 is Muon's usual), the "
+            "rest with AdamW at learning_rate (hf_recipes/optimizers.py). None or 0: AdamW for every weight. "
+            "Not with FSDP or DeepSpeed (they shard the matrices Muon orthogonalizes)."
+        },
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Pretraining
 # ---------------------------------------------------------------------------------------------------------------
@@ -147,16 +161,8 @@ class PretrainModelArguments(ModelConfig):
 
 
 @dataclass
-class PretrainConfig(RecipeTrainingArguments, TrainingArguments):
+class PretrainConfig(MuonArguments, RecipeTrainingArguments, TrainingArguments):
     block_size: int = field(default=256, metadata={"help": "Tokens per training sequence (packed, no padding)."})
-    muon_learning_rate: float | None = field(
-        default=None,
-        metadata={
-            "help": "Train the transformer blocks' 2-D weights with Muon at this rate (0.02 is Muon's usual), the "
-            "rest with AdamW at learning_rate (hf_recipes/optimizers.py). None or 0: AdamW for every weight. "
-            "Not with FSDP or DeepSpeed (they shard the matrices Muon orthogonalizes)."
-        },
-    )
     # Defaults that differ from TrainingArguments: why is in each help.
     eval_strategy: IntervalStrategy | str = field(
         default="steps", metadata={"help": "When to evaluate: steps, epoch or no."}
@@ -261,7 +267,7 @@ class ChatDataArguments(HeldOutChatData, BuiltinTrainingFunctions):
 
 
 @dataclass
-class SFTRecipeConfig(RecipeTrainingArguments, SFTConfig):
+class SFTRecipeConfig(MuonArguments, RecipeTrainingArguments, SFTConfig):
     # Defaults that differ from TRL's: why is in each help.
     assistant_only_loss: bool = field(
         default=True, metadata={"help": "Train on assistant tokens (answers and their eos) only."}
