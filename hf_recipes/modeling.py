@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -63,9 +64,33 @@ def gpt2_config(
     )
 
 
-def build_model(config: GPT2Config) -> GPT2LMHeadModel:
-    """A freshly initialised GPT-2 using PyTorch's SDPA attention."""
-    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+def build_model(config: GPT2Config, position_init: str = "normal") -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 using PyTorch's SDPA attention; `position_init` "sinusoidal" starts its learned
+    position embeddings from `sinusoidal_positions` instead of GPT-2's N(0, initializer_range)."""
+    model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+    if position_init == "sinusoidal":
+        # sin and cos have an RMS of 1/sqrt(2): this amplitude gives every coordinate GPT-2's init std, so positions
+        # weigh in the residual stream as much as they would have, against token embeddings of the same std.
+        amplitude = config.initializer_range * math.sqrt(2)
+        with torch.no_grad():
+            model.transformer.wpe.weight.copy_(amplitude * sinusoidal_positions(config.n_positions, config.n_embd))
+    elif position_init != "normal":
+        raise RecipeError(f"position_embedding_init is {position_init!r}; choose normal or sinusoidal")
+    return model
+
+
+def sinusoidal_positions(positions: int, width: int) -> torch.Tensor:
+    """The Transformer's position table (Vaswani et al. 2017): sin and cos of the position at geometric frequencies.
+
+    Position p+k is a fixed rotation of position p in every (sin, cos) pair, so an attention head can look k tokens
+    back with one linear map from the start, where random embeddings have to learn that structure first (GPT-2
+    learns its position table from noise)."""
+    position = torch.arange(positions, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10_000.0) / width))
+    table = torch.zeros(positions, width)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
 
 
 def explain_load_error(name_or_path: str, revision: str | None, what: str, error: Exception) -> RecipeError:
@@ -285,7 +310,7 @@ def pretraining_model(model_args, tokenizer):
             n_embd=model_args.n_embd,
             n_positions=model_args.n_positions,
         )
-        return build_model(config)
+        return build_model(config, model_args.position_embedding_init)
     model = load_model(
         model_args.model_name_or_path,
         revision=model_args.model_revision,

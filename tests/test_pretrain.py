@@ -107,3 +107,35 @@ def test_a_finished_run_is_reused_only_for_the_same_recipe_and_inputs(finished_r
     assert not folder_reuse.finished_earlier(finished_run, *other_recipe, inputs={})
     assert not folder_reuse.finished_earlier(finished_run, *same, inputs={"outputs/x": "model.safetensors:1:2"})
     assert not folder_reuse.finished_earlier(finished_run, *same, inputs={}, overwrite=True)
+
+
+def test_sinusoidal_positions_let_one_linear_map_look_one_token_back():
+    from hf_recipes.modeling import sinusoidal_positions
+
+    table = sinusoidal_positions(256, 64)
+    # Position p+1 is position p turned by the same angle in every (sin, cos) pair, for every p: one fixed linear map,
+    # which is what a previous-token head has to find. GPT-2's random start has no such map (far from a fit).
+    angles = table[1, 0::2].asin()  # sin(1 * frequency)
+    cos, sin = angles.cos(), angles.sin()
+    shift = torch.zeros(64, 64)
+    # sin((p+1)w) = sin(pw) cos w + cos(pw) sin w and cos((p+1)w) = cos(pw) cos w - sin(pw) sin w
+    shift[0::2, 0::2], shift[1::2, 0::2] = torch.diag(cos), torch.diag(sin)
+    shift[0::2, 1::2], shift[1::2, 1::2] = torch.diag(-sin), torch.diag(cos)
+    assert torch.allclose(table[:-1] @ shift, table[1:], atol=1e-4)
+    noise = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+    fitted = noise[:-1] @ torch.linalg.lstsq(noise[:-1], noise[1:]).solution
+    assert (fitted - noise[1:]).norm() > 0.5 * noise[1:].norm()
+
+
+def test_a_new_model_starts_its_positions_from_the_sinusoidal_table_at_gpt2s_scale(tmp_path):
+    from hf_recipes.modeling import sinusoidal_positions
+
+    one_step = ["--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"]
+    run(tmp_path, "--position_embedding_init", "sinusoidal", *one_step)
+    config = json.loads((tmp_path / "config.json").read_text())
+    start = load_file(tmp_path / "checkpoint-1" / "model.safetensors")["transformer.wpe.weight"]
+    table = sinusoidal_positions(config["n_positions"], config["n_embd"]) * 0.02 * 2**0.5
+    assert torch.allclose(start, table, atol=2.2e-3)  # one AdamW step moves a weight by at most the rate, 2e-3
+    assert start.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=0.05)  # GPT-2's init std, per coordinate
+    with pytest.raises(RecipeError, match=r"invalid choice: 'rope' \(choose from 'normal', 'sinusoidal'\)"):
+        run(tmp_path / "bad", "--position_embedding_init", "rope")

@@ -141,6 +141,14 @@ class PretrainModelArguments(ModelConfig):
     dropout: float | None = field(
         default=None, metadata={"help": "Residual, embedding and attention dropout (overrides the preset)."}
     )
+    position_embedding_init: typing.Literal["normal", "sinusoidal"] = field(
+        default="normal",
+        metadata={
+            "help": "How a model built from scratch starts its learned position embeddings: normal (GPT-2's "
+            "N(0, 0.02)) or sinusoidal (the Transformer's sin/cos table at the same per-coordinate std; still "
+            "learned, still GPT-2). Ignored when continuing from model_name_or_path."
+        },
+    )
     tokenizer_name_or_path: str | None = field(
         default=None,
         metadata={
