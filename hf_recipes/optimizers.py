@@ -1,7 +1,8 @@
-"""Muon for pretraining: the 2-D weights of the transformer blocks step along their momentum orthogonalized by a
-Newton-Schulz iteration (Jordan et al. 2024, "Muon: an optimizer for hidden layers"); embeddings, norms and biases
-keep AdamW. One optimizer holds both kinds of parameter group, so the Trainer's learning-rate schedule, checkpoints
-and resume treat it like any other (each group's rate follows the schedule from its own peak).
+"""Muon for pretraining and full SFT: the 2-D weights of the transformer blocks step along their momentum
+orthogonalized by a Newton-Schulz iteration (Jordan et al. 2024, "Muon: an optimizer for hidden layers");
+embeddings, norms and biases keep AdamW. One optimizer holds both kinds of parameter group, so the Trainer's
+learning-rate schedule, checkpoints and resume treat it like any other (each group's rate follows the schedule from
+its own peak).
 """
 
 from __future__ import annotations
