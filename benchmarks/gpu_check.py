@@ -75,14 +75,11 @@ def stages(work: Path, tiny: bool) -> list[dict]:
         args = ["--config", str(GPU_RECIPES / recipe), "--model_name_or_path", str(work / model)]
         args += ["--output_dir", str(work / output), *SHORT, *NO_SAVES, "--max_steps", str(steps)]
         args += ["--max_train_examples", "6000", "--max_eval_examples", "300"]
-        if model == "pretrain":
-            # A base model never emits eos, so scoring it before SFT generates to the limit for every prompt (87 s of
-            # the H200 run's budget per stage, for an exact match of 0).
-            args += ["--eval_before_training", "false"]
-        if recipe == "dpo.yaml":
-            # The SFT stage has just scored this model on the same held-out conversations (the second H200 run spent
-            # the rest of its budget scoring it again).
-            args += ["--eval_before_training", "false"]
+        # No score of the start model before training: a base model never emits eos, so scoring it before SFT
+        # generates to the limit for every prompt (87 s of the first H200 run's budget per stage, for an exact match
+        # of 0), and DPO starts from the SFT model that stage has just scored on the same conversations (the second
+        # H200 run spent the rest of its budget scoring it again).
+        args += ["--eval_before_training", "false"]
         return args + tiny_only(*TINY_TRAIN, *TINY_CHAT)
 
     quantize = ["--config", str(GPU_RECIPES / "quantize.yaml"), "--model_name_or_path", str(work / "dpo")]
