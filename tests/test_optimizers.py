@@ -17,21 +17,30 @@ from tests.test_pretrain import logged_losses
 from tests.tiny import tiny_model, tiny_tokenizer
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(64, 192), (256, 64)])
-def test_newton_schulz_pushes_every_singular_value_near_one(shape):
+def test_newton_schulz_pushes_every_singular_value_near_one(shape, dtype):
     matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * torch.logspace(-1, 0, shape[1])
     before = torch.linalg.svdvals(matrix)
     assert before.max() / before.min() > 6
-    singular = torch.linalg.svdvals(orthogonalized(matrix))
+    update = orthogonalized(matrix, dtype=dtype)
+    assert update.dtype == torch.float32  # the parameter's own dtype back, whatever the iteration ran in
+    singular = torch.linalg.svdvals(update)
     # Five quintic steps leave them in a band around 1 (Jordan et al.: about 0.7-1.2), whatever their spread before.
     assert singular.min() > 0.6 and singular.max() < 1.2
 
 
+def adamw_arguments(bf16: bool) -> SimpleNamespace:
+    return SimpleNamespace(
+        learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=0.1, bf16=bf16
+    )
+
+
 def test_muon_takes_the_blocks_projections_and_adamw_the_rest():
     model = tiny_model(tiny_tokenizer())
-    args = SimpleNamespace(learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=0.1)
-    optimizer = muon_with_adamw(model, 0.02, args)
+    optimizer = muon_with_adamw(model, 0.02, adamw_arguments(bf16=False))
     assert isinstance(optimizer, MuonWithAdamW)
+    assert optimizer.newton_schulz_dtype == torch.float32
     names = {id(p): n for n, p in model.named_parameters()}
     by_kind = {}
     for group in optimizer.param_groups:
@@ -44,6 +53,13 @@ def test_muon_takes_the_blocks_projections_and_adamw_the_rest():
     assert "transformer.wte.weight" in by_kind[(False, 1e-3, 0.1)]
     assert "transformer.ln_f.weight" in by_kind[(False, 1e-3, 0.0)]
     assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_newton_schulz_runs_in_bf16_only_when_the_run_does():
+    # An fp32 run is the one on a CPU that emulates bf16 (~350x slower matmuls there).
+    model = tiny_model(tiny_tokenizer())
+    assert muon_with_adamw(model, 0.02, adamw_arguments(bf16=True)).newton_schulz_dtype == torch.bfloat16
+    assert muon_with_adamw(model, 0.02, adamw_arguments(bf16=False)).newton_schulz_dtype == torch.float32
 
 
 def test_a_muon_run_resumes_from_its_checkpoint_to_the_same_losses(tmp_path):
