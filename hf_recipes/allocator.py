@@ -1,0 +1,32 @@
+"""Keep freed tensor memory in the process (Linux, glibc) instead of handing it back to the kernel every step.
+
+glibc's malloc serves a block above its mmap threshold (128 KiB at start, rising to at most 32 MiB as blocks are
+freed) with fresh pages from the kernel and unmaps it on free. A training step allocates and frees the same large
+activations every step (gpt2-tiny's 8,192-way logits for 4 x 512 tokens: 67 MB), so every step faulted their pages
+in again: a fifth of a CPU pretraining run's time was the kernel's. With both thresholds raised the freed blocks
+stay in the heap for the next step, as jemalloc or tcmalloc would keep them; the process holds its peak memory
+until it exits, which a training run reaches anyway. Measured in benchmarks/RESULTS.md ("the allocator").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+
+M_TRIM_THRESHOLD = -1  # <malloc.h>: free memory at the top of the heap returned to the kernel above this
+M_MMAP_THRESHOLD = -3  # <malloc.h>: blocks at least this large come from mmap
+KEEP_BLOCKS_UP_TO = 1 << 30  # bytes: the largest activation a CPU recipe holds is well below this
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds for this process; True if applied (False off glibc: macOS, musl)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    # mallopt returns 1 on success; older glibc refuses an mmap threshold above 32 MiB, so fall back to that.
+    mmap_set = libc.mallopt(M_MMAP_THRESHOLD, KEEP_BLOCKS_UP_TO) or libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    trim_set = libc.mallopt(M_TRIM_THRESHOLD, KEEP_BLOCKS_UP_TO)
+    return bool(mmap_set and trim_set)
