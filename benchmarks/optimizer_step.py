@@ -21,7 +21,10 @@ BATCH, BLOCK, VOCAB, STEPS, WARM_UP = 4, 512, 8192, 12, 2
 def optimizer_for(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1, fused=True)
-    args = SimpleNamespace(learning_rate=2e-3, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=0.1)
+    # fp32 throughout, Newton-Schulz included, like this benchmark's forward and backward.
+    args = SimpleNamespace(
+        learning_rate=2e-3, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=0.1, bf16=False
+    )
     return muon_with_adamw(model, 0.02, args)
 
 

@@ -1,7 +1,7 @@
 """Run the CPU benchmarks, each in a fresh process with its defaults, and rewrite benchmarks/RESULTS.md.
 
 RESULTS.md opens with one line per benchmark, `<benchmark>: <measured ratio> (goal <goal ratio>)`, then gives each
-benchmark's command, environment, repeats and settings. A "GPU (H100)" section already in the file is kept verbatim.
+benchmark's command, environment, repeats and settings. A "GPU (...)" section already in the file is kept verbatim.
 
 python benchmarks/run_all.py                                  # make bench: the full CPU run
 python benchmarks/run_all.py --quick --output /tmp/RESULTS.md  # smoke test of this script: tiny settings, seconds
@@ -25,9 +25,10 @@ QUICK = {
     "bench_data": ["--repeats", "1", "--max_documents", "50"],
     "bench_sft": ["--repeats", "1", "--examples", "16"],
     "bench_activation": ["--repeats", "1", "--warmup", "1", "--measure", "2", "--max_documents", "20"],
+    "bench_allocator": ["--repeats", "1", "--steps", "3", "--max_documents", "20"],
 }
-GPU_HEADING = "## GPU (H100)"
-GPU_NOT_MEASURED = f"""{GPU_HEADING}
+GPU_HEADING = "## GPU ("  # "## GPU (H100)", "## GPU (H200): measured twice, ...": whatever the GPU and the note
+GPU_NOT_MEASURED = """## GPU (H100)
 
 The MFU of recipes/gpt2/pretrain.yaml (GPT-2 124M, bf16) has not been measured in this run. On an H100/H200,
 `bash benchmarks/gpu_check.sh OUT_DIR` measures it and runs the gpt2 pipeline on CUDA (benchmarks/README.md); the
@@ -78,7 +79,7 @@ def details(name: str, result: dict, command: str, seconds: float) -> str:
 def gpu_section(previous: Path) -> str:
     """The previous file's GPU section verbatim (up to the next `## ` heading), or the not-measured note."""
     text = previous.read_text() if previous.exists() else ""
-    start = text.find(f"\n{GPU_HEADING}\n")
+    start = text.find(f"\n{GPU_HEADING}")
     if start < 0:
         return GPU_NOT_MEASURED
     end = text.find("\n## ", start + 1)

@@ -3,15 +3,20 @@
 glibc's malloc serves a block above its mmap threshold (128 KiB at start, rising to at most 32 MiB as blocks are
 freed) with fresh pages from the kernel and unmaps it on free. A training step allocates and frees the same large
 activations every step (gpt2-tiny's 8,192-way logits for 4 x 512 tokens: 67 MB), so every step faulted their pages
-in again: a fifth of a CPU pretraining run's time was the kernel's. With both thresholds raised the freed blocks
-stay in the heap for the next step, as jemalloc or tcmalloc would keep them; the process holds its peak memory
-until it exits, which a training run reaches anyway. Measured in benchmarks/RESULTS.md ("the allocator").
+in again: almost a fifth of a CPU pretraining run's time was the kernel's. With both thresholds raised the freed
+blocks stay in the heap for the next step, as jemalloc or tcmalloc would keep them; the process holds its peak
+memory until it exits, which a training run reaches anyway.
+
+Only stages marked `@keeps_freed_memory` get it (run_recipe applies it): pretraining. The chat stages' blocks stay
+under glibc's own 32 MiB (TRL projects only the labelled positions through the LM head), and there the raised
+thresholds made SFT steps 12% slower. Measured: benchmarks/bench_allocator.py (RESULTS.md).
 """
 
 from __future__ import annotations
 
 import ctypes
 import platform
+from collections.abc import Callable
 
 M_TRIM_THRESHOLD = -1  # <malloc.h>: free memory at the top of the heap returned to the kernel above this
 M_MMAP_THRESHOLD = -3  # <malloc.h>: blocks at least this large come from mmap
@@ -30,3 +35,9 @@ def keep_freed_memory() -> bool:
     mmap_set = libc.mallopt(M_MMAP_THRESHOLD, KEEP_BLOCKS_UP_TO) or libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
     trim_set = libc.mallopt(M_TRIM_THRESHOLD, KEEP_BLOCKS_UP_TO)
     return bool(mmap_set and trim_set)
+
+
+def keeps_freed_memory(main: Callable) -> Callable:
+    """Mark a stage's `main` whose steps allocate blocks above 32 MiB: run_recipe keeps freed memory for it."""
+    main.keeps_freed_memory = True
+    return main

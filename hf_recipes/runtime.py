@@ -24,12 +24,13 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 def run_recipe(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """Run a recipe's `main(argv)`; a RecipeError becomes one line on stderr and exit status 2.
 
-    `--debug` (anywhere on the command line) shows the full traceback instead. Freed tensor memory stays in the
-    process (hf_recipes.allocator): on Linux that saves a CPU training step its page faults.
+    `--debug` (anywhere on the command line) shows the full traceback instead. A `main` marked
+    `@keeps_freed_memory` runs with freed memory kept in the process (hf_recipes.allocator).
     """
-    from hf_recipes.allocator import keep_freed_memory
+    if getattr(main, "keeps_freed_memory", False):
+        from hf_recipes import allocator
 
-    keep_freed_memory()
+        allocator.keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]

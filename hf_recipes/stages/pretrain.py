@@ -11,6 +11,7 @@ import functools
 from transformers import default_data_collator
 
 from hf_recipes import lifecycle
+from hf_recipes.allocator import keeps_freed_memory
 from hf_recipes.callbacks import RunLengthCallback, perplexity_of
 from hf_recipes.chat import attach_chat_template
 from hf_recipes.data.packing import pack_corpus
@@ -89,5 +90,6 @@ def pretrain(run: lifecycle.StageRun) -> None:
     run.finish(trainer, result, metrics, functools.partial(plot_losses, title="pretraining"), summary)
 
 
+@keeps_freed_memory  # the full-vocabulary logits of a batch: 67 MB for gpt2-tiny's 4 x 512 tokens
 def main(argv: list[str]) -> None:
     lifecycle.run_stage("pretrain", argv, pretrain)
