@@ -8,8 +8,9 @@ blocks stay in the heap for the next step, as jemalloc or tcmalloc would keep th
 memory until it exits, which a training run reaches anyway.
 
 Only stages marked `@keeps_freed_memory` get it (run_recipe applies it): pretraining. The chat stages' blocks stay
-under glibc's own 32 MiB (TRL projects only the labelled positions through the LM head), and there the raised
-thresholds made SFT steps 12% slower. Measured: benchmarks/bench_allocator.py (RESULTS.md).
+under glibc's own 32 MiB (TRL projects only the labelled positions through the LM head), so glibc already reuses
+them: 300 SFT steps spent 5 s in the kernel either way, and a `make all` with every stage marked was no faster.
+Measured: benchmarks/bench_allocator.py (RESULTS.md) and benchmarks/LEARNING.md.
 """
 
 from __future__ import annotations

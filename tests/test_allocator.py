@@ -49,5 +49,5 @@ def test_run_recipe_keeps_freed_memory_for_marked_stages_only(monkeypatch):
     run_recipe(allocator.keeps_freed_memory(lambda argv: ran.append("marked")), [])
     run_recipe(lambda argv: ran.append("unmarked"), [])
     assert ran == ["marked", "unmarked"] and applied == [True]
-    # Pretraining's 67 MB logits are above glibc's own threshold; SFT ran 12% slower with the raised ones.
+    # Pretraining's 67 MB logits are above glibc's own 32 MiB threshold; SFT's blocks are below it.
     assert getattr(pretrain.main, "keeps_freed_memory", False) and not getattr(sft.main, "keeps_freed_memory", False)
