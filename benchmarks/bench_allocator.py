@@ -24,6 +24,7 @@ from common import REPO_ROOT, comparison, interleaved, median, report
 GOAL = 1.1
 RECIPE = "recipes/gpt2-tiny/pretrain.yaml"
 STAGE_WITHOUT_RUN_RECIPE = "import sys; from hf_recipes.stages.pretrain import main; main(sys.argv[1:])"
+SIDES = ("ours", "glibc_default")
 
 
 def pretraining_run(side: str, arguments: list[str], kernel: dict[str, list[float]]):
@@ -50,9 +51,8 @@ def run(repeats: int = 3, steps: int = 60, max_documents: int | None = None, ove
     arguments = ["--config", RECIPE, "--max_steps", str(steps), "--eval_strategy", "no", "--save_strategy", "no"]
     arguments += ["--report_to", "none", *(["--max_documents", str(max_documents)] if max_documents else [])]
     arguments += overrides or []
-    kernel = {f"{side}_{what}": [] for side in ("ours", "glibc_default") for what in
-              ("system_seconds", "peak_memory_mb")}  # fmt: skip
-    sides = {side: pretraining_run(side, arguments, kernel) for side in ("ours", "glibc_default")}
+    kernel = {f"{side}_{what}": [] for side in SIDES for what in ("system_seconds", "peak_memory_mb")}
+    sides = {side: pretraining_run(side, arguments, kernel) for side in SIDES}
     results = interleaved(sides, repeats)
     return {
         **comparison("pretrain tokens/s, freed memory kept / glibc's default", GOAL, results, "glibc_default"),

@@ -88,8 +88,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
 def muon_with_adamw(model: torch.nn.Module, muon_lr: float, args) -> MuonWithAdamW:
     """Muon at `muon_lr` for the blocks' projection weights; AdamW with the training arguments' rate, betas, epsilon
     and weight decay for the rest (no decay on biases and norms, as the Trainer's AdamW). Newton-Schulz runs in bf16
-    when the run does (`args.bf16`: where the machine runs it natively, or asked for): on an AVX512-BF16 CPU
-    pretrain.yaml's 600 steps took 8% less training time, to the same perplexity (benchmarks/LEARNING.md)."""
+    when the run does (`args.bf16`: where the machine runs it natively, or asked for): on an AVX512-BF16 CPU 100
+    steps of pretrain.yaml took 11% less training time, to the same loss (benchmarks/LEARNING.md)."""
     projections = {
         id(module.weight): isinstance(module, Conv1D)
         for name, module in model.named_modules()
