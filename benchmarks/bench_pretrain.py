@@ -1,8 +1,8 @@
-"""Tokens per second of our pretraining path against a bare PyTorch loop: same model, AdamW, batches and threads.
+"""Tokens per second of our pretraining path against a bare PyTorch loop: same model, optimizer, batches and threads.
 
 Ours is what hf_recipes.stages.pretrain builds: the recipe's TrainingArguments, PretrainTrainer with its callbacks and
 default_data_collator over packed blocks. The reference is a plain loop over the same blocks already on the device
-(autocast, clipping and AdamW as the recipe sets them). Both sides alternate, each repeat leaves its warm-up steps
+(autocast, clipping and the optimizer as the recipe sets them: Muon + AdamW, or AdamW). Both sides alternate, each repeat leaves its warm-up steps
 out, and the median of each side is reported.
 
 python benchmarks/bench_pretrain.py                                      # CPU, gpt2-tiny recipe
@@ -103,8 +103,27 @@ def trainer_side(training_args, tokenizer, base_model, blocks, warmup: int, meas
     return run
 
 
+def recipe_optimizer(model, training_args):
+    """The optimizer the recipe's Trainer builds: Muon for the blocks' projections and AdamW for the rest when the
+    recipe sets `muon_learning_rate` (both sides pay for its Newton-Schulz iterations), AdamW otherwise."""
+    import torch
+
+    if training_args.muon_learning_rate:
+        from hf_recipes.optimizers import muon_with_adamw
+
+        return muon_with_adamw(model, training_args.muon_learning_rate, training_args)
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=training_args.learning_rate,
+        betas=(training_args.adam_beta1, training_args.adam_beta2),
+        eps=training_args.adam_epsilon,
+        weight_decay=training_args.weight_decay,
+        fused=training_args.optim == "adamw_torch_fused",
+    )
+
+
 def bare_side(training_args, base_model, blocks, warmup: int, measure: int, tokens_per_step: int):
-    """The reference: the same blocks as one tensor on the device, forward/backward/clip/AdamW, nothing else."""
+    """The reference: the same blocks as one tensor on the device, forward/backward/clip/optimizer step, nothing else."""
     import torch
 
     device = training_args.device
@@ -117,14 +136,7 @@ def bare_side(training_args, base_model, blocks, warmup: int, measure: int, toke
     watch = Stopwatch(device.type)
 
     def run() -> float:
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=training_args.learning_rate,
-            betas=(training_args.adam_beta1, training_args.adam_beta2),
-            eps=training_args.adam_epsilon,
-            weight_decay=training_args.weight_decay,
-            fused=training_args.optim == "adamw_torch_fused",
-        )
+        optimizer = recipe_optimizer(model, training_args)
         cursor = 0
         for step in range(warmup + measure):
             if step == warmup:
@@ -181,7 +193,9 @@ def run(
             f"{training_args.gradient_accumulation_steps} x {training_args.block_size}",
             "precision": "bf16" if training_args.bf16 else "fp32",
             "torch_compile": training_args.torch_compile,
-            "optim": training_args.optim,
+            "optimizer": f"Muon (lr {training_args.muon_learning_rate}) + {training_args.optim}"
+            if training_args.muon_learning_rate
+            else training_args.optim,
             "logging_steps": training_args.logging_steps,
             "dataloader_num_workers": training_args.dataloader_num_workers,
             "warm-up steps left out / measured steps / repeats": f"{warmup} / {measure} / {repeats}",

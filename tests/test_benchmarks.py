@@ -51,3 +51,27 @@ def test_a_learning_row_goes_into_the_runs_table_whatever_follows_it(tmp_path):
     assert learning.read_text() == (
         f"# x\n\n{RUNS_SECTION}\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n| 3 | 4 |\n\nA note.\n\n## GRPO\n\n| 9 |\n"
     )
+
+
+def test_the_bare_pretraining_loop_steps_with_the_optimizer_the_recipe_trains_with(monkeypatch, tmp_path):
+    # bench_pretrain's ratio compares our Trainer path with a bare loop: with Muon on one side and AdamW on the other
+    # it would charge Newton-Schulz to the Trainer.
+    import torch
+
+    from hf_recipes.config import parse_stage
+    from hf_recipes.modeling import build_model, gpt2_config
+    from hf_recipes.optimizers import MuonWithAdamW
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    from bench_pretrain import recipe_optimizer
+
+    model = build_model(gpt2_config("gpt2-tiny", vocab_size=512, bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"), "--output_dir", str(tmp_path)]
+    _, _, muon_args = parse_stage("pretrain", recipe)
+    _, _, adamw_args = parse_stage("pretrain", [*recipe, "--muon_learning_rate", "0"])
+
+    muon = recipe_optimizer(model, muon_args)
+    assert isinstance(muon, MuonWithAdamW)
+    assert {group["lr"] for group in muon.param_groups if group["use_muon"]} == {muon_args.muon_learning_rate}
+    adamw = recipe_optimizer(model, adamw_args)
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["lr"] == adamw_args.learning_rate
