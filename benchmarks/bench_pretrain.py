@@ -2,8 +2,8 @@
 
 Ours is what hf_recipes.stages.pretrain builds: the recipe's TrainingArguments, PretrainTrainer with its callbacks and
 default_data_collator over packed blocks. The reference is a plain loop over the same blocks already on the device
-(autocast, clipping and the optimizer as the recipe sets them: Muon + AdamW, or AdamW). Both sides alternate, each repeat leaves its warm-up steps
-out, and the median of each side is reported.
+(autocast, clipping and the optimizer as the recipe sets them: Muon + AdamW, or AdamW). Both sides alternate, each
+repeat leaves its warm-up steps out, and the median of each side is reported.
 
 python benchmarks/bench_pretrain.py                                      # CPU, gpt2-tiny recipe
 python benchmarks/bench_pretrain.py --recipe recipes/gpt2/pretrain.yaml  # GPU, GPT-2 124M recipe (+ MFU)
@@ -123,7 +123,7 @@ def recipe_optimizer(model, training_args):
 
 
 def bare_side(training_args, base_model, blocks, warmup: int, measure: int, tokens_per_step: int):
-    """The reference: the same blocks as one tensor on the device, forward/backward/clip/optimizer step, nothing else."""
+    """The reference: the same blocks as one tensor on the device, forward/backward/clip/optimizer, nothing else."""
     import torch
 
     device = training_args.device
@@ -193,9 +193,10 @@ def run(
             f"{training_args.gradient_accumulation_steps} x {training_args.block_size}",
             "precision": "bf16" if training_args.bf16 else "fp32",
             "torch_compile": training_args.torch_compile,
-            "optimizer": f"Muon (lr {training_args.muon_learning_rate}) + {training_args.optim}"
+            "optimizer": f"MuonWithAdamW (Muon lr {training_args.muon_learning_rate:g}, AdamW lr "
+            f"{training_args.learning_rate:g})"
             if training_args.muon_learning_rate
-            else training_args.optim,
+            else str(training_args.optim),
             "logging_steps": training_args.logging_steps,
             "dataloader_num_workers": training_args.dataloader_num_workers,
             "warm-up steps left out / measured steps / repeats": f"{warmup} / {measure} / {repeats}",
