@@ -95,7 +95,21 @@ class MuonOptimizerMixin:
 
 
 class PretrainTrainer(PerplexityLogMixin, TiedWeightsLoadMixin, MuonOptimizerMixin, Trainer):
-    """The stock Trainer, logging eval perplexity next to eval loss; Muon for the blocks when `muon_learning_rate`."""
+    """The stock Trainer, logging eval perplexity next to eval loss; Muon for the blocks when `muon_learning_rate`;
+    each training batch rewritten by the recipe's `BlockCurriculum` (evaluation batches stay natural)."""
+
+    def __init__(self, *args, curriculum=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.curriculum = curriculum
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.curriculum is None:
+            return batches, num_items_in_batch
+        step, process = self.state.global_step, self.args.process_index
+        batches = [self.curriculum(batch, step, stream=process * num_batches + i) for i, batch in enumerate(batches)]
+        # Shorter sequences predict fewer tokens (no label for each one's first): the loss divides by the new count.
+        return batches, self._get_num_items_in_batch(batches, device)
 
 
 class RecipeSFTTrainer(PerplexityLogMixin, MuonOptimizerMixin, SFTTrainer):

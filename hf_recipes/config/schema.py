@@ -114,8 +114,17 @@ class DataArguments(ScriptArguments):
     copy_span_tokens: list[int] = field(
         default_factory=lambda: [16, 64], metadata={"help": "Shortest and longest repeated span, in tokens."}
     )
+    copy_block_share_fade_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Fade copy_block_share linearly to 0 by this optimizer step (copy-heavy first, natural text "
+            "after). 0: the same share for the whole run."
+        },
+    )
 
     def __post_init__(self):  # ScriptArguments has none to call
+        if self.copy_block_share_fade_steps < 0:
+            raise ValueError(f"copy_block_share_fade_steps must be 0 or more, got {self.copy_block_share_fade_steps}")
         if not self.copy_block_share:
             return
         spans = self.copy_span_tokens
@@ -124,8 +133,6 @@ class DataArguments(ScriptArguments):
                 "copy_block_share must be in (0, 1] and copy_span_tokens [shortest, longest] with 2 <= shortest "
                 f"<= longest (got {self.copy_block_share}, {spans})"
             )
-        if self.dataset_streaming:
-            raise ValueError("copy_block_share rewrites packed blocks in memory: set dataset_streaming: false")
 
 
 @dataclass
@@ -171,6 +178,16 @@ class PretrainModelArguments(ModelConfig):
 @dataclass
 class PretrainConfig(MuonArguments, RecipeTrainingArguments, TrainingArguments):
     block_size: int = field(default=256, metadata={"help": "Tokens per training sequence (packed, no padding)."})
+    block_size_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Sequence-length warm-up: train shorter sequences (each block cut into pieces, the same tokens "
+            "per step) growing from block_size_warmup_start to block_size by this step. 0: off."
+        },
+    )
+    block_size_warmup_start: int = field(
+        default=64, metadata={"help": "The warm-up's first sequence length: block_size divided by a power of two."}
+    )
     # Defaults that differ from TrainingArguments: why is in each help.
     eval_strategy: IntervalStrategy | str = field(
         default="steps", metadata={"help": "When to evaluate: steps, epoch or no."}
@@ -182,6 +199,19 @@ class PretrainConfig(MuonArguments, RecipeTrainingArguments, TrainingArguments):
         default=True, metadata={"help": "Save the checkpoint with the lowest eval loss as the final model."}
     )
     metric_for_best_model: str | None = field(default="eval_loss", metadata={"help": "Metric that picks the best."})
+
+    def __post_init__(self):
+        if self.block_size_warmup_steps < 0:
+            raise ValueError(f"block_size_warmup_steps must be 0 or more, got {self.block_size_warmup_steps}")
+        start, size = self.block_size_warmup_start, self.block_size
+        if self.block_size_warmup_steps and not (
+            0 < start <= size and size % start == 0 and (size // start).bit_count() == 1
+        ):
+            raise ValueError(
+                f"block_size_warmup_start must be block_size divided by a power of two (got {start} for block_size "
+                f"{size})"
+            )
+        super().__post_init__()
 
 
 PRETRAIN_ARGUMENTS = (DataArguments, PretrainModelArguments, PretrainConfig)

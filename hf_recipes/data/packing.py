@@ -61,49 +61,12 @@ def pack_dataset(dataset, tokenizer: PreTrainedTokenizerBase, block_size: int, t
     )
 
 
-def copy_rich_block(block: np.ndarray, rng: np.random.Generator, min_span: int, max_span: int) -> np.ndarray:
-    """The block rewritten as consecutive spans of its own text, each read twice: `a a b b c c ...`, cut to length.
-
-    The second reading of each span can only be predicted by copying from the first (an induction head's job), so
-    the gradient towards copying is in every span instead of in rare natural repeats. Half the block's text is
-    dropped; labels stay the inputs.
-    """
-    pieces, start, filled = [], 0, 0
-    while filled < len(block):
-        span = block[start : start + int(rng.integers(min_span, max_span + 1))]
-        if len(span) == 0:  # the block's text is used up before the rewrite is full: read it again
-            start = 0
-            continue
-        pieces += [span, span]
-        start += len(span)
-        filled += 2 * len(span)
-    return np.concatenate(pieces)[: len(block)]
-
-
-def make_copy_rich(blocks, share: float, min_span: int, max_span: int, seed: int):
-    """Rewrite `share` of the packed blocks with `copy_rich_block` (which ones, and the span lengths, by `seed`)."""
-    if share <= 0:
-        return blocks
-
-    def rewrite(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, np.ndarray]:
-        rows = []
-        for ids, index in zip(batch["input_ids"], indices, strict=True):
-            rng = np.random.default_rng([seed, index])
-            ids = np.asarray(ids, dtype=np.int64)
-            rows.append(copy_rich_block(ids, rng, min_span, max_span) if rng.random() < share else ids)
-        array = np.stack(rows)
-        return {"input_ids": array, "labels": array}
-
-    return blocks.map(rewrite, batched=True, with_indices=True, desc=f"Copy-rich blocks ({share:.0%})")
-
-
-def pack_corpus(corpus: dict[str, Any], tokenizer: PreTrainedTokenizerBase, data_args, block_size: int, seed: int):
-    """Both splits packed into blocks; the train split copy-rich where the recipe asks, validation cut to
-    `eval_blocks` (natural text, so perplexity means the same with or without copy-rich training)."""
+def pack_corpus(corpus: dict[str, Any], tokenizer: PreTrainedTokenizerBase, data_args, block_size: int):
+    """Both splits packed into natural blocks (the curriculum rewrites training batches as they are drawn:
+    hf_recipes.data.curriculum), validation cut to `eval_blocks`."""
     packed = {
         split: pack_dataset(data, tokenizer, block_size, data_args.text_column) for split, data in corpus.items()
     }
-    packed["train"] = make_copy_rich(packed["train"], data_args.copy_block_share, *data_args.copy_span_tokens, seed)
     if data_args.eval_blocks is not None and not data_args.dataset_streaming:
         packed["validation"] = packed["validation"].select(
             range(min(data_args.eval_blocks, len(packed["validation"])))

@@ -14,6 +14,7 @@ from hf_recipes import lifecycle
 from hf_recipes.allocator import keeps_freed_memory
 from hf_recipes.callbacks import RunLengthCallback, perplexity_of
 from hf_recipes.chat import attach_chat_template
+from hf_recipes.data.curriculum import BlockCurriculum
 from hf_recipes.data.packing import pack_corpus
 from hf_recipes.data.sources import load_pretraining_corpus
 from hf_recipes.evaluation import copying_probe
@@ -25,7 +26,7 @@ from hf_recipes.modeling import (
     tokens_per_step,
 )
 from hf_recipes.plots import plot_losses
-from hf_recipes.runtime import RecipeError
+from hf_recipes.runtime import RecipeError, logger
 from hf_recipes.tokenization import pretraining_tokenizer
 from hf_recipes.trainers import PretrainTrainer
 
@@ -45,12 +46,15 @@ def pretrain(run: lifecycle.StageRun) -> None:
         tokenizer = pretraining_tokenizer(model_args, corpus["train"][data_args.text_column], run.resume_dir)
     attach_chat_template(tokenizer, model_args.chat_template)
     with training_args.main_process_first(desc="packing"):
-        packed = pack_corpus(corpus, tokenizer, data_args, training_args.block_size, training_args.seed)
+        packed = pack_corpus(corpus, tokenizer, data_args, training_args.block_size)
 
     model = pretraining_model(model_args, tokenizer)
     size = model_size(model, training_args.block_size)
     blocks = (None, None) if data_args.dataset_streaming else (len(packed["train"]), len(packed["validation"]))
     log_pretraining_plan(size, training_args, *blocks)
+    curriculum = BlockCurriculum.from_arguments(data_args, training_args)
+    if curriculum is not None:
+        logger.info("Curriculum: %s", curriculum.describe())
     if training_args.should_save:  # before training: a resumed run must reuse exactly this tokenizer
         tokenizer.save_pretrained(run.output_dir)
     step_tokens = tokens_per_step(training_args)
@@ -64,6 +68,7 @@ def pretrain(run: lifecycle.StageRun) -> None:
         data_collator=default_data_collator,
         processing_class=tokenizer,
         callbacks=run.callbacks(RunLengthCallback(step_tokens)),
+        curriculum=curriculum,
     )
     result = run.train(trainer)
     initial = {}
