@@ -216,10 +216,15 @@ def test_fields_the_stages_would_ignore_are_refused(stage, flag, value, why):
     [
         (["--copy_block_share", "1.5"], "copy_block_share must be in (0, 1]"),
         (["--copy_block_share", "0.5", "--copy_span_tokens", "64", "16"], "(got 0.5, [64, 16])"),
-        (["--copy_block_share", "0.5", "--dataset_streaming", "true"], "set dataset_streaming: false"),
+        (["--copy_block_share_fade_steps", "-1"], "copy_block_share_fade_steps must be 0 or more, got -1"),
+        (["--block_size_warmup_steps", "-5"], "block_size_warmup_steps must be 0 or more, got -5"),
+        (
+            ["--block_size_warmup_steps", "300", "--block_size_warmup_start", "96"],
+            "block_size_warmup_start must be block_size divided by a power of two (got 96 for block_size 512)",
+        ),
     ],
 )
-def test_copy_rich_settings_are_checked_with_the_recipe(extra, message):
+def test_curriculum_settings_are_checked_with_the_recipe(extra, message):
     with pytest.raises(RecipeError, match=re.escape(message)):
         parse_stage("pretrain", ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"), *extra])
 

@@ -8,10 +8,12 @@ import re
 import pytest
 
 from hf_recipes.data import stdlib
-from hf_recipes.data.packing import copy_rich_block, make_copy_rich, pack_dataset, pack_ids
+from hf_recipes.data.curriculum import BlockCurriculum, copy_rich_positions
+from hf_recipes.data.packing import pack_dataset, pack_ids
 from hf_recipes.data.sources import BUILTIN_CHAT_TASK, load_chat_source, load_chat_splits, load_text_source
 from hf_recipes.runtime import RecipeError
 from hf_recipes.tokenization import check_special_tokens, ensure_special_tokens
+from tests.conftest import REPO_ROOT
 from tests.tiny import tiny_tokenizer
 
 
@@ -162,7 +164,7 @@ def test_a_copy_rich_block_is_its_own_text_in_spans_each_read_twice():
     import numpy as np
 
     block = np.arange(1000, 1512)  # distinct tokens: a repeat can only come from the rewrite
-    rewritten = copy_rich_block(block, np.random.default_rng(0), 16, 64)
+    rewritten = block[copy_rich_positions(512, np.random.default_rng(0), 16, 64)]
     assert len(rewritten) == 512
     lengths = read_twice_spans(rewritten)
     assert all(16 <= length <= 64 for length in lengths[:-1])
@@ -170,19 +172,60 @@ def test_a_copy_rich_block_is_its_own_text_in_spans_each_read_twice():
     assert list(firsts) == list(block[: len(firsts)])  # the block's own text, in order, about half of it
 
 
-def test_copy_rich_share_rewrites_that_share_of_blocks_the_same_way_every_time():
-    import numpy as np
-    from datasets import Dataset
+def distinct_blocks(rows: int, block_size: int) -> dict:
+    import torch
 
-    blocks = np.arange(400 * 128).reshape(400, 128)
-    dataset = Dataset.from_dict({"input_ids": blocks, "labels": blocks})
-    rich = make_copy_rich(dataset, 0.5, 8, 16, seed=42)
-    rewritten = [i for i, row in enumerate(rich) if row["input_ids"] != list(blocks[i])]
-    assert 160 <= len(rewritten) <= 240  # ~half of 400
-    assert all(rich[i]["labels"] == rich[i]["input_ids"] for i in range(0, 400, 37))
-    again = make_copy_rich(dataset, 0.5, 8, 16, seed=42)
-    assert rich["input_ids"] == again["input_ids"]
-    assert make_copy_rich(dataset, 0.0, 8, 16, seed=42) is dataset
+    ids = torch.arange(rows * block_size).reshape(rows, block_size)
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
+def test_copy_rich_share_fades_by_step_and_rewrites_inputs_and_labels_alike():
+    curriculum = BlockCurriculum(block_size=128, copy_share=0.8, copy_span=(8, 16), copy_fade_steps=100, seed=42)
+    assert [curriculum.copy_share_at(step) for step in (0, 50, 100, 500)] == pytest.approx([0.8, 0.4, 0.0, 0.0])
+    batch = distinct_blocks(200, 128)
+    drawn = batch["input_ids"].clone()
+
+    def rewritten_rows(step):
+        out = curriculum(batch, step)
+        assert (out["labels"] == out["input_ids"]).all()
+        return [row for row in range(200) if not (out["input_ids"][row] == batch["input_ids"][row]).all()]
+
+    at_start, halfway = rewritten_rows(0), rewritten_rows(50)
+    assert 140 <= len(at_start) <= 180 and 60 <= len(halfway) <= 100  # ~80% and ~40% of 200
+    assert all(read_twice_spans(curriculum(batch, 0)["input_ids"][row].tolist()) for row in at_start[:5])
+    assert rewritten_rows(100) == []
+    assert curriculum(batch, 0)["input_ids"].equal(curriculum(batch, 0)["input_ids"])  # the same step, the same
+    assert not curriculum(batch, 0)["input_ids"].equal(curriculum(batch, 0, stream=1)["input_ids"])
+    assert batch["input_ids"].equal(drawn) and batch["labels"].equal(drawn)  # the drawn batch is left as it was
+
+
+def test_short_blocks_grow_by_powers_of_two_and_keep_every_token_in_order():
+    curriculum = BlockCurriculum(block_size=512, short_block_start=64, short_block_steps=300)
+    lengths = {step: curriculum.sequence_length_at(step) for step in (0, 42, 43, 128, 129, 299, 300, 10_000)}
+    assert lengths == {0: 64, 42: 64, 43: 128, 128: 128, 129: 256, 299: 256, 300: 512, 10_000: 512}
+    batch = distinct_blocks(4, 512)
+    short = curriculum(batch, 0)
+    assert short["input_ids"].shape == (32, 64)
+    assert short["input_ids"].flatten().equal(batch["input_ids"].flatten())  # cut, not shuffled or dropped
+    assert curriculum(batch, 300)["input_ids"].shape == (4, 512)
+
+
+def test_no_curriculum_unless_the_recipe_asks():
+    from hf_recipes.config import parse_stage
+
+    recipe = ["--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml")]
+    data_args, _, training_args = parse_stage("pretrain", recipe)
+    assert BlockCurriculum.from_arguments(data_args, training_args) is None
+    data_args, _, training_args = parse_stage(
+        "pretrain", [*recipe, "--copy_block_share", "1", "--copy_block_share_fade_steps", "300",
+                     "--block_size_warmup_steps", "300"]
+    )  # fmt: skip
+    curriculum = BlockCurriculum.from_arguments(data_args, training_args)
+    assert (curriculum.copy_share, curriculum.copy_fade_steps, curriculum.short_block_start) == (1.0, 300, 64)
+    assert curriculum.describe() == (
+        "100% of the blocks copy-rich (16-64-token spans read twice, fading to 0 by step 300); sequences of 64 "
+        "tokens growing to 512 by step 300 (the same tokens per step)"
+    )
 
 
 def test_local_jsonl_folder_and_txt_load(tmp_path):

@@ -72,12 +72,12 @@ class BlockCurriculum:
         return self.copy_share * max(0.0, 1 - step / self.copy_fade_steps)
 
     def sequence_length_at(self, step: int) -> int:
-        """`block_size` halved as often as the warm-up's linear length (start -> block_size) allows."""
+        """The longest block_size / 2^k within the warm-up's linear length (start -> block_size by its last step)."""
         if self.short_block_start is None or step >= self.short_block_steps:
             return self.block_size
         target = self.short_block_start + (self.block_size - self.short_block_start) * step / self.short_block_steps
         length = self.block_size
-        while length // 2 >= max(target, self.short_block_start):
+        while length > target:
             length //= 2
         return length
 
