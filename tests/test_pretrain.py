@@ -139,3 +139,30 @@ def test_a_new_model_starts_its_positions_from_the_sinusoidal_table_at_gpt2s_sca
     assert start.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=0.05)  # GPT-2's init std, per coordinate
     with pytest.raises(RecipeError, match=r"invalid choice: 'rope' \(choose from 'normal', 'sinusoidal'\)"):
         run(tmp_path / "bad", "--position_embedding_init", "rope")
+
+
+def test_the_curriculum_reshapes_training_batches_only_and_the_loss_counts_their_tokens(tmp_path, monkeypatch):
+    from transformers import GPT2LMHeadModel
+
+    seen = []
+    forward = GPT2LMHeadModel.forward
+
+    def recording_forward(self, input_ids=None, labels=None, **kwargs):
+        output = forward(self, input_ids=input_ids, labels=labels, **kwargs)
+        if self.training:
+            # The loss the trainer gets must be the mean over exactly the tokens these sequences predict.
+            mean = torch.nn.functional.cross_entropy(output.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+            seen.append(("train", tuple(input_ids.shape), output.loss.item(), mean.item()))
+        else:
+            seen.append(("eval", tuple(input_ids.shape)))
+        return output
+
+    monkeypatch.setattr(GPT2LMHeadModel, "forward", recording_forward)
+    run(tmp_path, "--block_size_warmup_steps", "4", "--block_size_warmup_start", "16")
+    training = [entry for entry in seen if entry[0] == "train"]
+    # Steps 0-3 want 16, 28, 40, 52 tokens: 64-token blocks cut into 16, 16, 32, 32 (4 blocks a step).
+    assert [shape for _, shape, _, _ in training] == [(16, 16), (16, 16), (8, 32), (8, 32)]
+    for _, _, loss, mean in training:
+        assert loss == pytest.approx(mean, rel=1e-4)
+    evaluated = {entry[1][1] for entry in seen if entry[0] == "eval"}
+    assert evaluated == {64}  # validation blocks and the copying probe (32-token spans read twice) stay whole
