@@ -22,7 +22,10 @@ logger = logging.getLogger("hf_recipes")
 # defines them: tests/test_trainers.py checks each still exists with the signature we call, so an upgrade that
 # changes one fails there, by name, instead of deep inside a training run.
 PRIVATE_API = {
-    "transformers.Trainer": {"_issue_warnings_after_load": "(self, load_result)"},
+    "transformers.Trainer": {
+        "_issue_warnings_after_load": "(self, load_result)",
+        "_get_num_items_in_batch": "(self, batch_samples, device)",  # called on the curriculum's batches
+    },
     "trl.DPOTrainer": {
         "_set_signature_columns_if_needed": "(self)",
         "_compute_loss": "(self, model, inputs, return_outputs)",
