@@ -19,7 +19,7 @@ from typing import Any
 from hf_recipes.callbacks import NonFiniteLossCallback, SigtermCallback
 from hf_recipes.checkpoints import checkpoint_step, last_complete_checkpoint, resume_record
 from hf_recipes.folder_reuse import prepare_output_dir, skip_if_finished
-from hf_recipes.run_folder import ADAPTER_FOLDER, input_fingerprints, write_metrics, write_run_config
+from hf_recipes.run_folder import ADAPTER_FOLDER, code_commit, input_fingerprints, write_metrics, write_run_config
 from hf_recipes.runtime import RecipeError, setup_logging
 from hf_recipes.tracking import require_trackers, tracking_record
 
@@ -168,6 +168,7 @@ def start(stage: str, argv: list[str], starts_from: str | None = None) -> StageR
 
     from hf_recipes.config import parse_stage
 
+    code_commit()  # now, before a training run that may outlive the checkout's HEAD
     arguments = parse_stage(stage, argv)
     training_args = arguments[-1]
     setup_logging(training_args.process_index == 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import subprocess
 import sys
@@ -66,6 +67,13 @@ def git_commit(path: Path | str = ".") -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
+@functools.cache
+def code_commit() -> str | None:
+    """The commit of the hf_recipes code this process runs, read once: at the run's start (`lifecycle.start`), as a
+    long run outlives commits made while it trains."""
+    return git_commit(Path(__file__).resolve().parent)
+
+
 def plain(value: Any) -> Any:
     """Turn dataclass field values (enums, paths, tuples, nested dicts) into YAML/JSON-safe values."""
     if isinstance(value, enum.Enum):
@@ -103,7 +111,7 @@ def write_run_config(output_dir: Path | str, *argument_groups: Any, **extra: Any
         # The machine's part in the run: bf16 on or off, and why (hf_recipes.precision).
         **({"precision": {"bf16": precision.bf16, "why": precision.describe()}} if precision else {}),
         "versions": library_versions(),
-        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "git_commit": code_commit(),
         **{key: plain(value) for key, value in extra.items()},
     }
     path = Path(output_dir) / RUN_CONFIG

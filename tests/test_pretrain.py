@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,3 +167,17 @@ def test_the_curriculum_reshapes_training_batches_only_and_the_loss_counts_their
         assert loss == pytest.approx(mean, rel=1e-4)
     evaluated = {entry[1][1] for entry in seen if entry[0] == "eval"}
     assert evaluated == {64}  # validation blocks and the copying probe (32-token spans read twice) stay whole
+
+
+def test_the_run_records_the_commit_it_started_with_not_one_made_while_it_trained(tmp_path, monkeypatch):
+    from hf_recipes import run_folder
+
+    heads = iter(f"commit-{n}" for n in range(100))  # each look at the checkout finds a newer HEAD
+    monkeypatch.setattr(run_folder, "git_commit", lambda path: next(heads))
+    run_folder.code_commit.cache_clear()
+    try:
+        run(tmp_path, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1")
+    finally:
+        run_folder.code_commit.cache_clear()
+    record = yaml.safe_load((tmp_path / "run_config.yaml").read_text())
+    assert record["complete"] and record["git_commit"] == "commit-0"
