@@ -48,8 +48,8 @@ class BlockCurriculum:
     copy_share: float = 0.0
     copy_span: tuple[int, int] = (16, 64)
     copy_fade_steps: int = 0  # 0: copy_share for the whole run
-    short_block_start: int | None = None  # None: every step trains full blocks
-    short_block_steps: int = 0
+    short_block_start: int = 64
+    short_block_steps: int = 0  # 0: every step trains full blocks
     seed: int = 0
 
     @classmethod
@@ -60,11 +60,11 @@ class BlockCurriculum:
             copy_share=data_args.copy_block_share,
             copy_span=tuple(data_args.copy_span_tokens),
             copy_fade_steps=data_args.copy_block_share_fade_steps,
-            short_block_start=training_args.block_size_warmup_start if training_args.block_size_warmup_steps else None,
+            short_block_start=training_args.block_size_warmup_start,
             short_block_steps=training_args.block_size_warmup_steps,
             seed=training_args.seed,
         )
-        return curriculum if curriculum.copy_share or curriculum.short_block_start else None
+        return curriculum if curriculum.copy_share or curriculum.short_block_steps else None
 
     def copy_share_at(self, step: int) -> float:
         if not self.copy_fade_steps:
@@ -73,7 +73,7 @@ class BlockCurriculum:
 
     def sequence_length_at(self, step: int) -> int:
         """The longest block_size / 2^k within the warm-up's linear length (start -> block_size by its last step)."""
-        if self.short_block_start is None or step >= self.short_block_steps:
+        if step >= self.short_block_steps:
             return self.block_size
         target = self.short_block_start + (self.block_size - self.short_block_start) * step / self.short_block_steps
         length = self.block_size
@@ -87,7 +87,7 @@ class BlockCurriculum:
             fade = f", fading to 0 by step {self.copy_fade_steps}" if self.copy_fade_steps else ""
             low, high = self.copy_span
             parts.append(f"{self.copy_share:.0%} of the blocks copy-rich ({low}-{high}-token spans read twice{fade})")
-        if self.short_block_start is not None:
+        if self.short_block_steps:
             parts.append(
                 f"sequences of {self.short_block_start} tokens growing to {self.block_size} by step "
                 f"{self.short_block_steps} (the same tokens per step)"
