@@ -64,10 +64,22 @@ def gpt2_config(
     )
 
 
-def build_model(config: GPT2Config, position_init: str = "normal") -> GPT2LMHeadModel:
+def build_model(config: GPT2Config, position_init: str = "normal", attention_init: str = "normal") -> GPT2LMHeadModel:
     """A freshly initialised GPT-2 using PyTorch's SDPA attention; `position_init` "sinusoidal" starts its learned
-    position embeddings from `sinusoidal_positions` instead of GPT-2's N(0, initializer_range)."""
+    position embeddings from `sinusoidal_positions` instead of GPT-2's N(0, initializer_range), and `attention_init`
+    "induction" plants a copying circuit (hf_recipes/circuits.py)."""
     model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+    if attention_init == "induction":
+        if position_init != "normal":
+            raise RecipeError(
+                f"attention_init induction lays out its own position table; drop position_embedding_init "
+                f"{position_init} (or use attention_init normal)"
+            )
+        from hf_recipes.circuits import plant_induction_circuit
+
+        return plant_induction_circuit(model)
+    if attention_init != "normal":
+        raise RecipeError(f"attention_init is {attention_init!r}; choose normal or induction")
     if position_init == "sinusoidal":
         # sin and cos have an RMS of 1/sqrt(2): this amplitude gives every coordinate GPT-2's init std, so positions
         # weigh in the residual stream as much as they would have, against token embeddings of the same std.
@@ -310,7 +322,7 @@ def pretraining_model(model_args, tokenizer):
             n_embd=model_args.n_embd,
             n_positions=model_args.n_positions,
         )
-        return build_model(config, model_args.position_embedding_init)
+        return build_model(config, model_args.position_embedding_init, model_args.attention_init)
     model = load_model(
         model_args.model_name_or_path,
         revision=model_args.model_revision,

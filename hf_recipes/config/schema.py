@@ -156,6 +156,15 @@ class PretrainModelArguments(ModelConfig):
             "learned, still GPT-2). Ignored when continuing from model_name_or_path."
         },
     )
+    attention_init: typing.Literal["normal", "induction"] = field(
+        default="normal",
+        metadata={
+            "help": "How a model built from scratch starts its attention: normal (GPT-2's init) or induction (head 0 "
+            "of layers 0 and 1 set by hand to a previous-token head and an induction head, so the model copies from "
+            "step 0; it lays out its own positions: hf_recipes/circuits.py). Ignored when continuing from "
+            "model_name_or_path."
+        },
+    )
     tokenizer_name_or_path: str | None = field(
         default=None,
         metadata={

@@ -1,0 +1,135 @@
+"""A GPT-2 that starts with an induction circuit: hand-set weights in two attention heads that copy from the start.
+
+The built-in chat task is copying (the function's name is in the prompt) and a model from scratch learns to copy
+late: no induction heads before ~30M pretraining tokens in our runs, and exact match followed that onset rather than
+perplexity (benchmarks/LEARNING.md). An induction head (Olsson et al. 2022) needs two heads working together:
+
+- layer 0, a *previous-token head*: position p attends to p - 1 and writes that token's identity into a subspace
+  of the residual stream of its own;
+- layer 1, the *induction head*: its query is the current token, its keys are the previous tokens written above,
+  so position p attends to the position right after the last occurrence of its token, and its output raises that
+  next token's logit (tied embeddings: the output direction is the token's embedding).
+
+`plant_induction_circuit` sets those weights in head 0 of layers 0 and 1 of a freshly initialised model; every other
+weight keeps GPT-2's init, and training is free to keep, grow or undo the circuit. It is still GPT-2: only the
+starting values change. The residual stream of width D is cut into three subspaces, so the signals do not collide at
+the start: positions (the first head_dim coordinates), tokens (the middle), previous tokens (the last head_dim).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import GPT2LMHeadModel
+
+from hf_recipes.runtime import RecipeError
+
+# Attention logits the circuit aims at, in nats: large enough that a head's softmax picks its target out of 512
+# positions at the start (measured: the previous-token head puts > 0.99 of its weight on p - 1).
+PREVIOUS_TOKEN_LOGIT = 40.0
+INDUCTION_LOGIT = 40.0
+# How strongly the induction head's output pushes the copied token, relative to a token embedding's own norm.
+COPY_GAIN = 20.0
+
+
+def position_frequencies(pairs: int, seed: int = 0) -> torch.Tensor:
+    """Random angular frequencies in (0.05, 0.95 pi) per position step. Unlike the Transformer's geometric ladder, a
+    spread of high frequencies makes sum_i cos(w_i * d) peak sharply at d = 0 and stay low at every other offset, so
+    a head can tell p - 1 from p - 2 (random rather than evenly spaced so the peak does not recur periodically)."""
+    generator = torch.Generator().manual_seed(seed)
+    return 0.05 + 0.9 * math.pi * torch.rand(pairs, generator=generator)
+
+
+def shift_rotation(frequencies: torch.Tensor) -> torch.Tensor:
+    """The block-diagonal map taking (sin wp, cos wp) pairs at position p to position p + 1."""
+    cos, sin = torch.cos(frequencies), torch.sin(frequencies)
+    rotation = torch.zeros(2 * len(frequencies), 2 * len(frequencies))
+    for i in range(len(frequencies)):
+        # sin(x + w) = sin x cos w + cos x sin w; cos(x + w) = cos x cos w - sin x sin w
+        rotation[2 * i, 2 * i], rotation[2 * i, 2 * i + 1] = cos[i], sin[i]
+        rotation[2 * i + 1, 2 * i], rotation[2 * i + 1, 2 * i + 1] = -sin[i], cos[i]
+    return rotation
+
+
+def orthonormal_columns(rows: int, columns: int, generator: torch.Generator) -> torch.Tensor:
+    """A random rows x columns matrix with orthonormal columns: a projection that keeps the norms it reads."""
+    return torch.linalg.qr(torch.randn(rows, columns, generator=generator))[0]
+
+
+def _set_head(attention, head: int, query, key, value, output) -> None:
+    """Write one head's query/key/value maps (width x head_dim) and output map (head_dim x width) into GPT-2's fused
+    Conv1D weights (c_attn: width x 3 width, queries then keys then values; c_proj: width x width, rows by head)."""
+    width, head_dim = query.shape
+    columns = slice(head * head_dim, (head + 1) * head_dim)
+    weight = attention.c_attn.weight
+    for index, block in enumerate((query, key, value)):
+        weight[:, index * width + columns.start : index * width + columns.stop] = block
+    attention.c_proj.weight[columns, :] = output
+
+
+@torch.no_grad()
+def plant_induction_circuit(model: GPT2LMHeadModel, seed: int = 0) -> GPT2LMHeadModel:
+    """Set head 0 of layers 0 and 1 to a previous-token head and an induction head (module docstring), with the
+    token and position embeddings laid out for them. The scales follow GPT-2's initializer_range, so a token's
+    embedding keeps its norm."""
+    config = model.config
+    width, heads, std = config.n_embd, config.n_head, config.initializer_range
+    head_dim = width // heads
+    if config.n_layer < 2 or heads < 3:
+        raise RecipeError(
+            f"attention_init induction needs at least 2 layers and 3 heads (positions, tokens and previous tokens "
+            f"each take a head's width of the residual stream); this model has {config.n_layer} and {heads}"
+        )
+    positions, tokens, previous = slice(0, head_dim), slice(head_dim, width - head_dim), slice(width - head_dim, width)
+    token_width = width - 2 * head_dim
+    generator = torch.Generator().manual_seed(seed)
+    transformer = model.transformer
+
+    # Embeddings: tokens in their subspace at GPT-2's norm (std * sqrt(width)), positions as sin/cos pairs in theirs
+    # at the same norm, nothing yet in the previous-token subspace.
+    token_norm = std * math.sqrt(width)
+    embedding = transformer.wte.weight
+    embedding[:, tokens] *= math.sqrt(width / token_width)
+    embedding[:, positions] = 0
+    embedding[:, previous] = 0
+    frequencies = position_frequencies(head_dim // 2, seed)
+    angle = torch.arange(config.n_positions, dtype=torch.float32)[:, None] * frequencies
+    table = torch.zeros_like(transformer.wpe.weight)
+    amplitude = token_norm / math.sqrt(head_dim / 2)
+    table[:, positions.start : positions.stop : 2] = amplitude * torch.sin(angle)
+    table[:, positions.start + 1 : positions.stop : 2] = amplitude * torch.cos(angle)
+    transformer.wpe.weight.copy_(table)
+
+    # After ln_1 the residual has norm sqrt(width); with tokens and positions at equal norms each has sqrt(width/2),
+    # i.e. width/head_dim per sin/cos pair. q.k / sqrt(head_dim) at the peak is then scale^2 * width/(2 sqrt(head_dim)).
+    def zeros(rows: int, columns: int) -> torch.Tensor:
+        return torch.zeros(rows, columns)
+
+    scale = math.sqrt(PREVIOUS_TOKEN_LOGIT * 2 * math.sqrt(head_dim) / width)
+    query, key = zeros(width, head_dim), zeros(width, head_dim)
+    query[positions] = scale * torch.eye(head_dim)
+    key[positions] = scale * shift_rotation(frequencies).T  # key of position j looks like the query of j + 1
+    read_token = orthonormal_columns(token_width, head_dim, generator)
+    value = zeros(width, head_dim)
+    value[tokens] = read_token
+    # The value reads a token at norm ~sqrt(width/2 * head_dim/token_width); write it back at a token's raw norm.
+    written_norm = math.sqrt(width / 2 * head_dim / token_width)
+    output = zeros(head_dim, width)
+    output[:, previous] = token_norm / written_norm * torch.eye(head_dim)
+    _set_head(transformer.h[0].attn, 0, query, key, value, output)
+
+    # Layer 1: positions, tokens and previous tokens now at about equal raw norms, so about sqrt(width/3) each after
+    # ln_1. The query reads the current token through the same projection the previous-token head wrote with.
+    read_norm = math.sqrt(width / 3 * head_dim / token_width)
+    scale = math.sqrt(INDUCTION_LOGIT * math.sqrt(head_dim) / (read_norm * math.sqrt(width / 3)))
+    query, key = zeros(width, head_dim), zeros(width, head_dim)
+    query[tokens] = scale * read_token
+    key[previous] = scale * torch.eye(head_dim)
+    copy_token = orthonormal_columns(token_width, head_dim, generator)
+    value = zeros(width, head_dim)
+    value[tokens] = copy_token
+    output = zeros(head_dim, width)
+    output[:, tokens] = COPY_GAIN * token_norm / read_norm * copy_token.T
+    _set_head(transformer.h[1].attn, 0, query, key, value, output)
+    return model
