@@ -102,7 +102,7 @@ def plant_induction_circuit(model: GPT2LMHeadModel, seed: int = 0) -> GPT2LMHead
     transformer.wpe.weight.copy_(table)
 
     # After ln_1 the residual has norm sqrt(width); with tokens and positions at equal norms each has sqrt(width/2),
-    # i.e. width/head_dim per sin/cos pair. q.k / sqrt(head_dim) at the peak is then scale^2 * width/(2 sqrt(head_dim)).
+    # i.e. width/head_dim per sin/cos pair, so q.k / sqrt(head_dim) peaks at scale^2 * width / (2 sqrt(head_dim)).
     def zeros(rows: int, columns: int) -> torch.Tensor:
         return torch.zeros(rows, columns)
 

@@ -142,6 +142,18 @@ def test_a_new_model_starts_its_positions_from_the_sinusoidal_table_at_gpt2s_sca
         run(tmp_path / "bad", "--position_embedding_init", "rope")
 
 
+def test_attention_init_induction_reaches_a_new_model(tmp_path):
+    # The circuit needs 3 heads; its layout starts token embeddings at 0 in the position subspace (the first head's
+    # width), where GPT-2's random start has N(0, 0.02): one AdamW step later they are still within its rate, 2e-3.
+    one_step = ["--n_head", "4", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"]
+    run(tmp_path, "--attention_init", "induction", *one_step)
+    embedding = load_file(tmp_path / "checkpoint-1" / "model.safetensors")["transformer.wte.weight"]
+    assert embedding[:, :16].abs().max() <= 2.2e-3
+    assert embedding[:, 16:48].std() == pytest.approx(0.02 * 2**0.5, rel=0.1)  # the token subspace keeps the norm
+    with pytest.raises(RecipeError, match=r"at least 2 layers and 3 heads"):
+        run(tmp_path / "small", "--attention_init", "induction", *one_step[2:])  # tiny runs have 2 heads
+
+
 def test_the_curriculum_reshapes_training_batches_only_and_the_loss_counts_their_tokens(tmp_path, monkeypatch):
     from transformers import GPT2LMHeadModel
 
