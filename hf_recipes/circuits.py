@@ -25,12 +25,16 @@ from transformers import GPT2LMHeadModel
 
 from hf_recipes.runtime import RecipeError
 
-# Attention logits the circuit aims at, in nats: large enough that a head's softmax picks its target out of 512
-# positions at the start (measured: the previous-token head puts > 0.99 of its weight on p - 1).
+# Attention logits the circuit aims at, in nats. The previous-token head's target stands ~25 nats above every other
+# position (> 0.99 of its weight on p - 1). The induction head's match is set lower, so that where the current token
+# has no earlier occurrence its weights spread over many positions instead of locking onto a random near-match.
 PREVIOUS_TOKEN_LOGIT = 40.0
-INDUCTION_LOGIT = 40.0
-# How strongly the induction head's output pushes the copied token, relative to a token embedding's own norm.
-COPY_GAIN = 20.0
+INDUCTION_LOGIT = 16.0
+# The previous token's norm as the previous-token head writes it, relative to a token embedding's norm: well above
+# what else lands in its subspace (measured at init: the induction head's weight on its target 0.49 at 1x, 0.93 at 4x).
+PREVIOUS_TOKEN_GAIN = 4.0
+# How strongly the induction head's output pushes the copied token, relative to a token embedding's norm.
+COPY_GAIN = 5.0
 
 
 def position_frequencies(pairs: int, seed: int = 0) -> torch.Tensor:
@@ -116,13 +120,15 @@ def plant_induction_circuit(model: GPT2LMHeadModel, seed: int = 0) -> GPT2LMHead
     # The value reads a token at norm ~sqrt(width/2 * head_dim/token_width); write it back at a token's raw norm.
     written_norm = math.sqrt(width / 2 * head_dim / token_width)
     output = zeros(head_dim, width)
-    output[:, previous] = token_norm / written_norm * torch.eye(head_dim)
+    output[:, previous] = PREVIOUS_TOKEN_GAIN * token_norm / written_norm * torch.eye(head_dim)
     _set_head(transformer.h[0].attn, 0, query, key, value, output)
 
-    # Layer 1: positions, tokens and previous tokens now at about equal raw norms, so about sqrt(width/3) each after
-    # ln_1. The query reads the current token through the same projection the previous-token head wrote with.
-    read_norm = math.sqrt(width / 3 * head_dim / token_width)
-    scale = math.sqrt(INDUCTION_LOGIT * math.sqrt(head_dim) / (read_norm * math.sqrt(width / 3)))
+    # Layer 1: positions and tokens at a token's raw norm, previous tokens PREVIOUS_TOKEN_GAIN times that, so after
+    # ln_1 (norm sqrt(width)) tokens have sqrt(width / (2 + gain^2)) and previous tokens gain times that. The query
+    # reads the current token through the same projection the previous-token head wrote with: on a match q and k align.
+    tokens_after_norm = math.sqrt(width / (2 + PREVIOUS_TOKEN_GAIN**2))
+    read_norm = tokens_after_norm * math.sqrt(head_dim / token_width)
+    scale = math.sqrt(INDUCTION_LOGIT * math.sqrt(head_dim) / (read_norm * PREVIOUS_TOKEN_GAIN * tokens_after_norm))
     query, key = zeros(width, head_dim), zeros(width, head_dim)
     query[tokens] = scale * read_token
     key[previous] = scale * torch.eye(head_dim)
