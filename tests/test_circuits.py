@@ -1,5 +1,7 @@
 """The induction circuit planted at init (hf_recipes/circuits.py): it copies before training; nothing else moved."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,25 +23,24 @@ def fresh_model(attention_init: str = "normal", **shape):
 
 @pytest.fixture(scope="module")
 def spans():
-    return torch.randint(3, 8192, (4, SPAN), generator=torch.Generator().manual_seed(1)).tolist()
+    return torch.randint(3, 8192, (4, SPAN), generator=torch.Generator().manual_seed(1))
 
 
-def attention(model, spans):
-    with torch.no_grad():
-        return model(input_ids=torch.tensor([span * 2 for span in spans]), output_attentions=True).attentions
+def test_a_planted_circuit_copies_a_repeated_span_before_any_training(spans, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from attention_heads import head_scores  # what benchmarks/LEARNING.md's circuit rows were read with
 
-
-def test_a_planted_circuit_copies_a_repeated_span_before_any_training(spans):
     planted, plain = fresh_model("induction"), fresh_model()
-    weights = attention(planted, spans)
-    later = torch.arange(1, 2 * SPAN)
-    assert weights[0][:, 0, later, later - 1].mean() > 0.99  # layer 0 head 0 looks one token back
-    repeat = torch.arange(SPAN + 1, 2 * SPAN)
-    # layer 1 head 0 looks at what followed the earlier reading of the current token
-    assert weights[1][:, 0, repeat, repeat - SPAN + 1].mean() > 0.6
-    assert weights[1][:, 1, repeat, repeat - SPAN + 1].mean() < 0.05  # the other heads are GPT-2's
+    scores, plain_scores = head_scores(planted, spans), head_scores(plain, spans)
+    assert scores["previous_token"][0, 0] > 0.99  # layer 0 head 0 looks one token back
+    assert scores["induction"][1, 0] > 0.6  # layer 1 head 0 looks at what followed the current token's last time
+    others = torch.ones_like(scores["induction"], dtype=torch.bool)
+    others[0, 0] = others[1, 0] = False
+    for table in (scores["previous_token"][others], scores["induction"][others], *plain_scores.values()):
+        assert table.max() < 0.05  # every other head is GPT-2's, and GPT-2's start has neither
 
-    copied, uncopied = repeated_span_loss(planted, spans, SPAN), repeated_span_loss(plain, spans, SPAN)
+    copied = repeated_span_loss(planted, spans.tolist(), SPAN)
+    uncopied = repeated_span_loss(plain, spans.tolist(), SPAN)
     assert copied["loss_repeat"] < copied["loss_first"] - 1.0
     assert uncopied["loss_repeat"] == pytest.approx(uncopied["loss_first"], abs=0.02)
 
