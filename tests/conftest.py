@@ -19,10 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 QUIET = ["--report_to", "none", "--disable_tqdm", "true"]  # no trackers, no progress bars
 
-# A pretraining run of a few seconds: 2 x 64 model, 512-token BPE, 12 documents, a checkpoint every 2 steps.
+# A pretraining run of a few seconds: 2 x 64 model, 512-token BPE, 12 documents, a checkpoint every 2 steps; GPT-2's
+# attention init, as 2 heads are too few for the recipe's induction circuit.
 TINY_PRETRAIN_RUN = [
     "--config", str(REPO_ROOT / "recipes/gpt2-tiny/pretrain.yaml"),
     "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
+    "--attention_init", "normal",
     "--block_size", "64", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
     "--max_documents", "12", "--eval_blocks", "16",
     "--max_steps", "4", "--warmup_steps", "0", "--logging_steps", "1",

@@ -21,6 +21,7 @@ def stage_commands(out: Path) -> list[tuple[str, list[str]]]:
     return [
         ("pretrain", [*LAUNCH, str(recipes / "pretrain.py"), "--config", str(recipes / "gpt2-tiny/pretrain.yaml"),
                       "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
+                      "--attention_init", "normal",
                       "--block_size", "64", "--per_device_train_batch_size", "4", "--max_documents", "12",
                       "--eval_blocks", "16", "--max_steps", "4", "--eval_steps", "2", "--save_steps", "2",
                       *TINY_TRAINING, "--output_dir", str(out / "pretrain")]),
