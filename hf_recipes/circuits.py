@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
-from transformers import GPT2LMHeadModel
+from transformers import GPT2LMHeadModel, TrainerCallback
 
 from hf_recipes.runtime import RecipeError
 
@@ -139,3 +139,44 @@ def plant_induction_circuit(model: GPT2LMHeadModel, seed: int = 0) -> GPT2LMHead
     output[:, tokens] = COPY_GAIN * token_norm / read_norm * copy_token.T
     _set_head(transformer.h[1].attn, 0, query, key, value, output)
     return model
+
+
+class PlantedCircuit:
+    """The weights `plant_induction_circuit` set, kept aside so they can be written back after an optimizer step:
+    head 0's query/key/value columns (and biases) and output rows in layers 0 and 1, and the position code in the
+    first head_dim coordinates of the position table. Every other weight, including the rest of each fused matrix,
+    trains as usual. Training undoes the induction head within 50 steps when it is left free
+    (benchmarks/LEARNING.md); holding these values is how to ask what the rest of the model learns around it."""
+
+    def __init__(self, model: GPT2LMHeadModel):
+        config = model.config
+        head_dim, width = config.n_embd // config.n_head, config.n_embd
+        qkv_columns = torch.cat([torch.arange(head_dim) + index * width for index in range(3)])
+        transformer = model.transformer
+        self.parts: list[tuple[torch.Tensor, tuple]] = []
+        for layer in transformer.h[:2]:
+            attention = layer.attn
+            self.parts += [
+                (attention.c_attn.weight, (slice(None), qkv_columns)),
+                (attention.c_attn.bias, (qkv_columns,)),
+                (attention.c_proj.weight, (slice(0, head_dim), slice(None))),
+            ]
+        self.parts.append((transformer.wpe.weight, (slice(None), slice(0, head_dim))))
+        self.values = [parameter.detach()[index].clone() for parameter, index in self.parts]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for (parameter, index), value in zip(self.parts, self.values, strict=True):
+            parameter[index] = value.to(parameter.device, parameter.dtype)
+
+
+class HoldCircuitCallback(TrainerCallback):
+    """Write the planted circuit back after each of the first `steps` optimizer steps (all of them when negative)."""
+
+    def __init__(self, circuit: PlantedCircuit, steps: int):
+        self.circuit = circuit
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.steps < 0 or state.global_step <= self.steps:
+            self.circuit.restore()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_recipes.circuits import plant_induction_circuit, position_frequencies, shift_rotation
+from hf_recipes.circuits import PlantedCircuit, plant_induction_circuit, position_frequencies, shift_rotation
 from hf_recipes.evaluation import repeated_span_loss
 from hf_recipes.modeling import build_model, gpt2_config
 from hf_recipes.runtime import RecipeError
@@ -96,3 +96,30 @@ def test_planting_is_reproducible():
     first, second = plant_induction_circuit(fresh_model()), plant_induction_circuit(fresh_model())
     for (name, weight), other in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(weight, other), name
+
+
+def test_restoring_a_planted_circuit_writes_back_its_weights_and_nothing_else():
+    model = fresh_model("induction")
+    circuit = PlantedCircuit(model)
+    start = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    circuit.restore()
+    attention = model.transformer.h[0].attn.c_attn.weight
+    head_dim, width = 64, 256
+    for block in range(3):  # head 0's query, key and value columns are back; head 1's are not
+        head_0 = slice(block * width, block * width + head_dim)
+        assert torch.equal(attention[:, head_0], start["transformer.h.0.attn.c_attn.weight"][:, head_0])
+        head_1 = slice(block * width + head_dim, block * width + 2 * head_dim)
+        assert torch.equal(attention[:, head_1], start["transformer.h.0.attn.c_attn.weight"][:, head_1] + 1)
+    for layer in (0, 1):
+        output = f"transformer.h.{layer}.attn.c_proj.weight"
+        assert torch.equal(dict(model.named_parameters())[output][:head_dim], start[output][:head_dim])
+        assert torch.equal(dict(model.named_parameters())[output][head_dim:], start[output][head_dim:] + 1)
+    positions = model.transformer.wpe.weight
+    assert torch.equal(positions[:, :head_dim], start["transformer.wpe.weight"][:, :head_dim])
+    assert torch.equal(positions[:, head_dim:], start["transformer.wpe.weight"][:, head_dim:] + 1)
+    untouched = ["transformer.wte.weight", "transformer.h.2.attn.c_attn.weight", "transformer.h.0.ln_1.weight"]
+    for name in untouched:
+        assert torch.equal(dict(model.named_parameters())[name], start[name] + 1), name

@@ -154,6 +154,25 @@ def test_attention_init_induction_reaches_a_new_model(tmp_path):
         run(tmp_path / "small", "--attention_init", "induction", *one_step[2:])  # tiny runs have 2 heads
 
 
+def test_a_held_circuit_keeps_its_planted_weights_for_the_steps_asked_and_trains_after(tmp_path):
+    from hf_recipes.circuits import PlantedCircuit
+    from hf_recipes.modeling import build_model
+
+    steps = ["--n_head", "4", "--max_steps", "2", "--eval_steps", "1", "--save_steps", "1"]
+    run(tmp_path, "--attention_init", "induction", "--hold_induction_circuit_steps", "1", *steps)
+    config = AutoModelForCausalLM.from_pretrained(tmp_path).config
+    planted = PlantedCircuit(build_model(config, attention_init="induction"))  # the same values: planting is seeded
+    after = {step: AutoModelForCausalLM.from_pretrained(tmp_path / f"checkpoint-{step}") for step in (1, 2)}
+    held, released = PlantedCircuit(after[1]), PlantedCircuit(after[2])
+    for index, (start, first, second) in enumerate(zip(planted.values, held.values, released.values, strict=True)):
+        assert torch.equal(first, start), index  # written back after step 1
+        assert not torch.equal(second, start), index  # free again at step 2
+    around = [model.transformer.h[0].attn.c_attn.weight[:, 64:128] for model in after.values()]  # head 1's query
+    assert not torch.equal(*around)  # the rest of the same fused matrix trains while the circuit is held
+    with pytest.raises(RecipeError, match=r"hold_induction_circuit_steps -1 .* attention_init: induction"):
+        run(tmp_path / "normal", "--hold_induction_circuit_steps", "-1")  # tiny runs start from GPT-2's init
+
+
 def test_the_curriculum_reshapes_training_batches_only_and_the_loss_counts_their_tokens(tmp_path, monkeypatch):
     from transformers import GPT2LMHeadModel
 

@@ -165,6 +165,14 @@ class PretrainModelArguments(ModelConfig):
             "model_name_or_path."
         },
     )
+    hold_induction_circuit_steps: int = field(
+        default=0,
+        metadata={
+            "help": "With attention_init induction: write the planted heads' weights (and the position code they "
+            "read) back after each of the first N optimizer steps, -1 for every step, so the rest of the model "
+            "learns around a circuit that copies; 0 leaves it free (training undoes the induction head in ~50 steps)."
+        },
+    )
     tokenizer_name_or_path: str | None = field(
         default=None,
         metadata={

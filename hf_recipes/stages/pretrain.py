@@ -14,6 +14,7 @@ from hf_recipes import lifecycle
 from hf_recipes.allocator import keeps_freed_memory
 from hf_recipes.callbacks import RunLengthCallback, perplexity_of
 from hf_recipes.chat import attach_chat_template
+from hf_recipes.circuits import HoldCircuitCallback, PlantedCircuit
 from hf_recipes.data.curriculum import BlockCurriculum
 from hf_recipes.data.packing import pack_corpus
 from hf_recipes.data.sources import load_pretraining_corpus
@@ -41,6 +42,13 @@ def pretrain(run: lifecycle.StageRun) -> None:
         raise RecipeError(f"block_size ({training_args.block_size}) is larger than n_positions ({n_positions})")
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
         raise RecipeError("pretraining trains every weight in full precision: use_peft/load_in_4bit are for sft/dpo")
+    holds_circuit = model_args.hold_induction_circuit_steps != 0
+    if holds_circuit and (model_args.attention_init != "induction" or model_args.model_name_or_path is not None):
+        raise RecipeError(
+            f"hold_induction_circuit_steps {model_args.hold_induction_circuit_steps} holds the circuit that "
+            "attention_init induction plants in a new model; set attention_init: induction without model_name_or_path "
+            "(or hold_induction_circuit_steps: 0)"
+        )
     corpus = load_pretraining_corpus(data_args, training_args.seed)
     with training_args.main_process_first(desc="tokenizer"):
         tokenizer = pretraining_tokenizer(model_args, corpus["train"][data_args.text_column], run.resume_dir)
@@ -58,6 +66,9 @@ def pretrain(run: lifecycle.StageRun) -> None:
     if training_args.should_save:  # before training: a resumed run must reuse exactly this tokenizer
         tokenizer.save_pretrained(run.output_dir)
     step_tokens = tokens_per_step(training_args)
+    stage_callbacks = [RunLengthCallback(step_tokens)]
+    if holds_circuit:
+        stage_callbacks.append(HoldCircuitCallback(PlantedCircuit(model), model_args.hold_induction_circuit_steps))
     trainer = PretrainTrainer(
         model=model,
         # The initial evaluation runs inside train(), after accelerate wrapped the model: an evaluate() before train()
@@ -67,7 +78,7 @@ def pretrain(run: lifecycle.StageRun) -> None:
         eval_dataset=packed["validation"],
         data_collator=default_data_collator,
         processing_class=tokenizer,
-        callbacks=run.callbacks(RunLengthCallback(step_tokens)),
+        callbacks=run.callbacks(*stage_callbacks),
         curriculum=curriculum,
     )
     result = run.train(trainer)
