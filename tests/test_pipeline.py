@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUIET, REPO_ROOT
+from tests.conftest import QUIET, REPO_ROOT, TINY_PRETRAIN_RUN
 
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 LAUNCH = [ACCELERATE, "launch", "--quiet", "--config_file", str(REPO_ROOT / "recipes/accelerate/cpu.yaml")]
@@ -19,12 +19,8 @@ def stage_commands(out: Path) -> list[tuple[str, list[str]]]:
     recipes = REPO_ROOT / "recipes"
     conversations = ["--max_train_examples", "24", "--max_eval_examples", "6", "--eval_max_new_tokens", "4"]
     return [
-        ("pretrain", [*LAUNCH, str(recipes / "pretrain.py"), "--config", str(recipes / "gpt2-tiny/pretrain.yaml"),
-                      "--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--tokenizer_vocab_size", "512",
-                      "--attention_init", "normal",
-                      "--block_size", "64", "--per_device_train_batch_size", "4", "--max_documents", "12",
-                      "--eval_blocks", "16", "--max_steps", "4", "--eval_steps", "2", "--save_steps", "2",
-                      *TINY_TRAINING, "--output_dir", str(out / "pretrain")]),
+        ("pretrain", [*LAUNCH, str(recipes / "pretrain.py"), *TINY_PRETRAIN_RUN,
+                      "--output_dir", str(out / "pretrain")]),
         ("sft", [*LAUNCH, str(recipes / "sft.py"), "--config", str(recipes / "gpt2-tiny/sft.yaml"), *conversations,
                  "--max_length", "200", "--per_device_train_batch_size", "4", "--max_steps", "3", "--eval_steps", "3",
                  "--save_steps", "3", *TINY_TRAINING,
