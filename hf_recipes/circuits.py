@@ -150,6 +150,11 @@ class PlantedCircuit:
 
     def __init__(self, model: GPT2LMHeadModel):
         config = model.config
+        if getattr(config, "model_type", None) != "gpt2" or config.n_layer < 2:
+            raise RecipeError(
+                f"hold_induction_circuit_steps holds head 0 of a GPT-2's first two layers; this model is "
+                f"{config.model_type} with {getattr(config, 'n_layer', '?')} layers"
+            )
         head_dim, width = config.n_embd // config.n_head, config.n_embd
         qkv_columns = torch.cat([torch.arange(head_dim) + index * width for index in range(3)])
         transformer = model.transformer

@@ -154,6 +154,7 @@ def test_a_4bit_model_loaded_to_train_still_trains_after_it_was_scored(base):
         ),
         (["--load_in_4bit", "true"], "set use_peft: true"),
         (["--chat_template", "lama2"], "did you mean 'llama2'"),
+        (["--use_peft", "true", "--hold_induction_circuit_steps", "-1"], "holds weights of a full fine-tune"),
     ],
 )
 def test_mistakes_stop_before_training(base, tmp_path, extra, message):
@@ -244,3 +245,19 @@ def test_sft_with_muon_steps_the_blocks_with_muon_and_refuses_lora(base, tmp_pat
     assert "transformer.h.0.attn.c_attn.weight" in changed_tensors(base, tmp_path / "muon")
     with pytest.raises(RecipeError, match="with use_peft \\(LoRA\\) leave it unset"):
         run(base, tmp_path / "lora", "sft_lora.yaml", "--muon_learning_rate", "0.02")
+
+
+def test_sft_holding_the_circuit_keeps_head_0_of_the_first_two_layers_and_the_position_code(base, tmp_path):
+    run(base, tmp_path / "held", "sft.yaml", "--hold_induction_circuit_steps", "-1")
+    before, after = load_file(base / "model.safetensors"), load_file(tmp_path / "held" / "model.safetensors")
+    width = before["transformer.wpe.weight"].shape[1]
+    head_dim = width // AutoModelForCausalLM.from_pretrained(base).config.n_head
+    for layer in (0, 1):
+        attention, output = f"transformer.h.{layer}.attn.c_attn.weight", f"transformer.h.{layer}.attn.c_proj.weight"
+        for block in range(3):  # query, key, value
+            head_0 = slice(block * width, block * width + head_dim)
+            assert torch.equal(after[attention][:, head_0], before[attention][:, head_0]), (layer, block)
+        assert not torch.equal(after[attention][:, head_dim:width], before[attention][:, head_dim:width])
+        assert torch.equal(after[output][:head_dim], before[output][:head_dim])
+        assert not torch.equal(after[output][head_dim:], before[output][head_dim:])
+    assert torch.equal(after["transformer.wpe.weight"][:, :head_dim], before["transformer.wpe.weight"][:, :head_dim])

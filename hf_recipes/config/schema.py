@@ -75,6 +75,22 @@ class MuonArguments:
     )
 
 
+@dataclass
+class CircuitHoldArguments:
+    """Holding the induction circuit `attention_init: induction` plants (hf_recipes/circuits.py), in the stages that
+    train whole weight matrices (pretraining, SFT)."""
+
+    hold_induction_circuit_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Write the planted circuit's weights (head 0's attention maps in layers 0 and 1 and the position "
+            "code they read) back after each of the first N optimizer steps, -1 for every step, so the rest of the "
+            "model learns around a circuit that copies; 0 leaves them free. Pretraining: a new model with "
+            "attention_init induction. SFT: the values the model comes with (a pretraining that held them kept them)."
+        },
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Pretraining
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,14 +181,6 @@ class PretrainModelArguments(ModelConfig):
             "model_name_or_path."
         },
     )
-    hold_induction_circuit_steps: int = field(
-        default=0,
-        metadata={
-            "help": "With attention_init induction: write the planted heads' weights (and the position code they "
-            "read) back after each of the first N optimizer steps, -1 for every step, so the rest of the model "
-            "learns around a circuit that copies; 0 leaves it free (training undoes the induction head in ~50 steps)."
-        },
-    )
     tokenizer_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -193,7 +201,7 @@ class PretrainModelArguments(ModelConfig):
 
 
 @dataclass
-class PretrainConfig(MuonArguments, RecipeTrainingArguments, TrainingArguments):
+class PretrainConfig(MuonArguments, CircuitHoldArguments, RecipeTrainingArguments, TrainingArguments):
     block_size: int = field(default=256, metadata={"help": "Tokens per training sequence (packed, no padding)."})
     block_size_warmup_steps: int = field(
         default=0,
@@ -322,7 +330,7 @@ class ChatDataArguments(HeldOutChatData, BuiltinTrainingFunctions):
 
 
 @dataclass
-class SFTRecipeConfig(MuonArguments, RecipeTrainingArguments, SFTConfig):
+class SFTRecipeConfig(MuonArguments, CircuitHoldArguments, RecipeTrainingArguments, SFTConfig):
     # Defaults that differ from TRL's: why is in each help.
     assistant_only_loss: bool = field(
         default=True, metadata={"help": "Train on assistant tokens (answers and their eos) only."}

@@ -42,10 +42,10 @@ def pretrain(run: lifecycle.StageRun) -> None:
         raise RecipeError(f"block_size ({training_args.block_size}) is larger than n_positions ({n_positions})")
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
         raise RecipeError("pretraining trains every weight in full precision: use_peft/load_in_4bit are for sft/dpo")
-    holds_circuit = model_args.hold_induction_circuit_steps != 0
+    holds_circuit = training_args.hold_induction_circuit_steps != 0
     if holds_circuit and (model_args.attention_init != "induction" or model_args.model_name_or_path is not None):
         raise RecipeError(
-            f"hold_induction_circuit_steps {model_args.hold_induction_circuit_steps} holds the circuit that "
+            f"hold_induction_circuit_steps {training_args.hold_induction_circuit_steps} holds the circuit that "
             "attention_init induction plants in a new model; set attention_init: induction without model_name_or_path "
             "(or hold_induction_circuit_steps: 0)"
         )
@@ -68,7 +68,7 @@ def pretrain(run: lifecycle.StageRun) -> None:
     step_tokens = tokens_per_step(training_args)
     stage_callbacks = [RunLengthCallback(step_tokens)]
     if holds_circuit:
-        stage_callbacks.append(HoldCircuitCallback(PlantedCircuit(model), model_args.hold_induction_circuit_steps))
+        stage_callbacks.append(HoldCircuitCallback(PlantedCircuit(model), training_args.hold_induction_circuit_steps))
     trainer = PretrainTrainer(
         model=model,
         # The initial evaluation runs inside train(), after accelerate wrapped the model: an evaluate() before train()
