@@ -141,6 +141,16 @@ def plant_induction_circuit(model: GPT2LMHeadModel, seed: int = 0) -> GPT2LMHead
     return model
 
 
+def check_circuit_layout(config) -> None:
+    """Refuse a model that has no head 0 in two GPT-2 layers to hold."""
+    if getattr(config, "model_type", None) != "gpt2" or config.n_layer < 2:
+        raise RecipeError(
+            f"hold_induction_circuit_steps holds head 0 of the first two layers of a GPT-2; this model is "
+            f"{config.model_type} with {getattr(config, 'n_layer', getattr(config, 'num_hidden_layers', '?'))} layers "
+            "(set hold_induction_circuit_steps: 0)"
+        )
+
+
 class PlantedCircuit:
     """The weights `plant_induction_circuit` set, kept aside so they can be written back after an optimizer step:
     head 0's query/key/value columns (and biases) and output rows in layers 0 and 1, and the position code in the
@@ -150,11 +160,7 @@ class PlantedCircuit:
 
     def __init__(self, model: GPT2LMHeadModel):
         config = model.config
-        if getattr(config, "model_type", None) != "gpt2" or config.n_layer < 2:
-            raise RecipeError(
-                f"hold_induction_circuit_steps holds head 0 of a GPT-2's first two layers; this model is "
-                f"{config.model_type} with {getattr(config, 'n_layer', '?')} layers"
-            )
+        check_circuit_layout(config)
         head_dim, width = config.n_embd // config.n_head, config.n_embd
         qkv_columns = torch.cat([torch.arange(head_dim) + index * width for index in range(3)])
         transformer = model.transformer

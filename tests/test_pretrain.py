@@ -169,8 +169,11 @@ def test_a_held_circuit_keeps_its_planted_weights_for_the_steps_asked_and_trains
         assert not torch.equal(second, start), index  # free again at step 2
     around = [model.transformer.h[0].attn.c_attn.weight[:, 64:128] for model in after.values()]  # head 1's query
     assert not torch.equal(*around)  # the rest of the same fused matrix trains while the circuit is held
-    with pytest.raises(RecipeError, match=r"hold_induction_circuit_steps -1 .* attention_init: induction"):
-        run(tmp_path / "normal", "--hold_induction_circuit_steps", "-1")  # tiny runs start from GPT-2's init
+    # Like attention_init, the hold is for a planted circuit: from GPT-2's init (the tiny runs' 2 heads) head 0 trains.
+    run(tmp_path / "normal", "--hold_induction_circuit_steps", "-1")
+    early, late = (load_file(tmp_path / "normal" / f"checkpoint-{step}" / "model.safetensors") for step in (2, 4))
+    for name in ("transformer.h.0.attn.c_attn.weight", "transformer.wpe.weight"):
+        assert not torch.equal(early[name][:, :32], late[name][:, :32]), name
 
 
 def test_the_curriculum_reshapes_training_batches_only_and_the_loss_counts_their_tokens(tmp_path, monkeypatch):

@@ -154,7 +154,6 @@ def test_a_4bit_model_loaded_to_train_still_trains_after_it_was_scored(base):
         ),
         (["--load_in_4bit", "true"], "set use_peft: true"),
         (["--chat_template", "lama2"], "did you mean 'llama2'"),
-        (["--use_peft", "true", "--hold_induction_circuit_steps", "-1"], "holds weights of a full fine-tune"),
     ],
 )
 def test_mistakes_stop_before_training(base, tmp_path, extra, message):

@@ -42,13 +42,13 @@ def pretrain(run: lifecycle.StageRun) -> None:
         raise RecipeError(f"block_size ({training_args.block_size}) is larger than n_positions ({n_positions})")
     if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
         raise RecipeError("pretraining trains every weight in full precision: use_peft/load_in_4bit are for sft/dpo")
+    # Like attention_init, the hold is for a new model: with nothing planted there is nothing to hold.
     holds_circuit = training_args.hold_induction_circuit_steps != 0
     if holds_circuit and (model_args.attention_init != "induction" or model_args.model_name_or_path is not None):
-        raise RecipeError(
-            f"hold_induction_circuit_steps {training_args.hold_induction_circuit_steps} holds the circuit that "
-            "attention_init induction plants in a new model; set attention_init: induction without model_name_or_path "
-            "(or hold_induction_circuit_steps: 0)"
+        logger.info(
+            "hold_induction_circuit_steps: no planted circuit to hold (attention_init normal or a model continued)"
         )
+        holds_circuit = False
     corpus = load_pretraining_corpus(data_args, training_args.seed)
     with training_args.main_process_first(desc="tokenizer"):
         tokenizer = pretraining_tokenizer(model_args, corpus["train"][data_args.text_column], run.resume_dir)

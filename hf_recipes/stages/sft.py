@@ -11,7 +11,7 @@ from dataclasses import replace
 from hf_recipes import lifecycle, modeling
 from hf_recipes.callbacks import perplexity_of
 from hf_recipes.chat import attach_chat_template, log_training_rows, tokenize_for_training
-from hf_recipes.circuits import HoldCircuitCallback, PlantedCircuit
+from hf_recipes.circuits import HoldCircuitCallback, PlantedCircuit, check_circuit_layout
 from hf_recipes.data.sources import load_chat_splits, load_training_splits
 from hf_recipes.evaluation import headline
 from hf_recipes.plots import plot_losses
@@ -49,9 +49,10 @@ def fine_tune(run: lifecycle.StageRun) -> None:
         raise RecipeError(f"no conversation fits max_length={max_length}; raise max_length or use shorter data")
     log_training_rows(tokenizer, train_rows, train_kept, len(train_conversations))
 
-    holds_circuit = training_args.hold_induction_circuit_steps != 0
-    if holds_circuit and (lora is not None or quantization is not None):
-        raise RecipeError("hold_induction_circuit_steps holds weights of a full fine-tune; drop use_peft/load_in_4bit")
+    # LoRA leaves the base weights as they are: the circuit stays without a hold.
+    holds_circuit = training_args.hold_induction_circuit_steps != 0 and lora is None
+    if holds_circuit:
+        check_circuit_layout(config)
     model = modeling.load_chat_model(model_args, quantization)
     trainer = run.chat_trainer(
         RecipeSFTTrainer,
