@@ -11,9 +11,12 @@ perplexity (benchmarks/LEARNING.md). An induction head (Olsson et al. 2022) need
   next token's logit (tied embeddings: the output direction is the token's embedding).
 
 `plant_induction_circuit` sets those weights in head 0 of layers 0 and 1 of a freshly initialised model; every other
-weight keeps GPT-2's init, and training is free to keep, grow or undo the circuit. It is still GPT-2: only the
-starting values change. The residual stream of width D is cut into three subspaces, so the signals do not collide at
-the start: positions (the first head_dim coordinates), tokens (the middle), previous tokens (the last head_dim).
+weight keeps GPT-2's init. It is still GPT-2: only the starting values change. Left free, training undoes the
+induction head within 50 steps; `PlantedCircuit` and `HoldCircuitCallback` write its weights back after every step
+(`hold_induction_circuit_steps`), and the rest of the model learns to use it (benchmarks/LEARNING.md).
+
+The residual stream of width D is cut into three subspaces, so the signals do not collide at the start: positions
+(the first head_dim coordinates), tokens (the middle), previous tokens (the last head_dim).
 """
 
 from __future__ import annotations
@@ -155,8 +158,8 @@ class PlantedCircuit:
     """The weights `plant_induction_circuit` set, kept aside so they can be written back after an optimizer step:
     head 0's query/key/value columns (and biases) and output rows in layers 0 and 1, and the position code in the
     first head_dim coordinates of the position table. Every other weight, including the rest of each fused matrix,
-    trains as usual. Training undoes the induction head within 50 steps when it is left free
-    (benchmarks/LEARNING.md); holding these values is how to ask what the rest of the model learns around it."""
+    trains as usual, and learns to feed and use the held heads (pretraining perplexity 70.0 against 94.1 free, SFT
+    exact match 0.890 against 0.823 for gpt2-tiny; benchmarks/LEARNING.md)."""
 
     def __init__(self, model: GPT2LMHeadModel):
         config = model.config

@@ -68,6 +68,8 @@ def pretrain(run: lifecycle.StageRun) -> None:
     step_tokens = tokens_per_step(training_args)
     stage_callbacks = [RunLengthCallback(step_tokens)]
     if holds_circuit:
+        steps = training_args.hold_induction_circuit_steps
+        logger.info("Holding the planted induction circuit for %s", "every step" if steps < 0 else f"{steps} steps")
         stage_callbacks.append(HoldCircuitCallback(PlantedCircuit(model), training_args.hold_induction_circuit_steps))
     trainer = PretrainTrainer(
         model=model,

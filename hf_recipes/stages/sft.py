@@ -49,7 +49,7 @@ def fine_tune(run: lifecycle.StageRun) -> None:
         raise RecipeError(f"no conversation fits max_length={max_length}; raise max_length or use shorter data")
     log_training_rows(tokenizer, train_rows, train_kept, len(train_conversations))
 
-    # LoRA leaves the base weights as they are: the circuit stays without a hold.
+    # LoRA trains adapters, not the base weights: nothing to write back (merged, the adapters move it a little).
     holds_circuit = training_args.hold_induction_circuit_steps != 0 and lora is None
     if holds_circuit:
         check_circuit_layout(config)
