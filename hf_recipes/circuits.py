@@ -26,7 +26,7 @@ import math
 import torch
 from transformers import GPT2LMHeadModel, TrainerCallback
 
-from hf_recipes.runtime import RecipeError
+from hf_recipes.runtime import RecipeError, logger
 
 # Attention logits the circuit aims at, in nats. The previous-token head's target stands ~25 nats above every other
 # position (> 0.99 of its weight on p - 1). The induction head's match is set lower, so that where the current token
@@ -194,3 +194,10 @@ class HoldCircuitCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.steps < 0 or state.global_step <= self.steps:
             self.circuit.restore()
+
+
+def hold_circuit(model: GPT2LMHeadModel, steps: int) -> HoldCircuitCallback:
+    """The callback that holds the circuit `model` carries now, for `steps` steps (every step when negative), said in
+    the log."""
+    logger.info("Holding the planted induction circuit for %s", "every step" if steps < 0 else f"{steps} steps")
+    return HoldCircuitCallback(PlantedCircuit(model), steps)

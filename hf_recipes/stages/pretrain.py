@@ -14,7 +14,7 @@ from hf_recipes import lifecycle
 from hf_recipes.allocator import keeps_freed_memory
 from hf_recipes.callbacks import RunLengthCallback, perplexity_of
 from hf_recipes.chat import attach_chat_template
-from hf_recipes.circuits import HoldCircuitCallback, PlantedCircuit
+from hf_recipes.circuits import hold_circuit
 from hf_recipes.data.curriculum import BlockCurriculum
 from hf_recipes.data.packing import pack_corpus
 from hf_recipes.data.sources import load_pretraining_corpus
@@ -68,9 +68,7 @@ def pretrain(run: lifecycle.StageRun) -> None:
     step_tokens = tokens_per_step(training_args)
     stage_callbacks = [RunLengthCallback(step_tokens)]
     if holds_circuit:
-        steps = training_args.hold_induction_circuit_steps
-        logger.info("Holding the planted induction circuit for %s", "every step" if steps < 0 else f"{steps} steps")
-        stage_callbacks.append(HoldCircuitCallback(PlantedCircuit(model), training_args.hold_induction_circuit_steps))
+        stage_callbacks.append(hold_circuit(model, training_args.hold_induction_circuit_steps))
     trainer = PretrainTrainer(
         model=model,
         # The initial evaluation runs inside train(), after accelerate wrapped the model: an evaluate() before train()

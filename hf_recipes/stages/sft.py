@@ -11,7 +11,7 @@ from dataclasses import replace
 from hf_recipes import lifecycle, modeling
 from hf_recipes.callbacks import perplexity_of
 from hf_recipes.chat import attach_chat_template, log_training_rows, tokenize_for_training
-from hf_recipes.circuits import HoldCircuitCallback, PlantedCircuit, check_circuit_layout
+from hf_recipes.circuits import check_circuit_layout, hold_circuit
 from hf_recipes.data.sources import load_chat_splits, load_training_splits
 from hf_recipes.evaluation import headline
 from hf_recipes.plots import plot_losses
@@ -67,7 +67,7 @@ def fine_tune(run: lifecycle.StageRun) -> None:
         args=replace(training_args, assistant_only_loss=False),
     )
     if holds_circuit:  # the values the model came with: a pretraining that held its planted circuit kept them
-        trainer.add_callback(HoldCircuitCallback(PlantedCircuit(model), training_args.hold_induction_circuit_steps))
+        trainer.add_callback(hold_circuit(model, training_args.hold_induction_circuit_steps))
 
     def results(final_eval, scores):
         metrics = {
