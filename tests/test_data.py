@@ -67,13 +67,68 @@ def test_function_name_task_keeps_the_module_split():
 
 def test_renamed_function_replaces_every_whole_word_use_and_keeps_private_underscores():
     code = "def _parse(text):\n    return _parse_more(text) or _parse(text[1:])"
-    name, renamed = stdlib.renamed_function("_parse", code, ("alpha", "beta", "gamma"), random.Random(0))
+    words = stdlib.MadeUpNames(("alpha", "beta", "gamma"))
+    name, renamed = stdlib.renamed_function("_parse", code, words, random.Random(0))
     assert name.startswith("_") and name != "_parse" and set(name.lstrip("_").split("_")) <= {"alpha", "beta", "gamma"}
     assert renamed == code.replace("_parse(", f"{name}(")  # _parse_more is another name and stays
-    pieces = ("alpha",)
+    pieces = stdlib.MadeUpNames(("alpha",))
     assert stdlib.renamed_function("__init__", "def __init__(self): pass", pieces, random.Random(0))[0] == "__init__"
     taken = "def f1(alpha):\n    return alpha"
     assert stdlib.renamed_function("f1x", taken.replace("f1", "f1x"), pieces, random.Random(0))[0] == "f1x"
+
+
+def test_vocabulary_names_are_the_tokenizers_identifier_pieces_in_three_styles():
+    tokenizer = tiny_tokenizer()
+    names = stdlib.vocabulary_names(tokenizer)
+    texts = {tokenizer.convert_tokens_to_string([token]) for token in tokenizer.get_vocab()}
+    # Every piece is a vocabulary entry, less its leading space or underscores, and reads as an identifier.
+    assert names.pieces and all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]+", piece) for piece in names.pieces)
+    assert all(any(text.strip().lstrip("_") == piece for text in texts) for piece in names.pieces)
+    assert not any(piece.isdigit() or piece.startswith("_") for piece in names.pieces)
+    made_up = [
+        stdlib.renamed_function("parse_header", "def parse_header(line):\n    pass", names, random.Random(seed))[0]
+        for seed in range(60)
+    ]
+    # Snake, concatenated and camel case all come up; no name keeps the old one.
+    assert any("_" in name for name in made_up)
+    assert any(name[:1].isupper() and "_" not in name for name in made_up)
+    assert any(name[:1].islower() and "_" not in name for name in made_up)
+    assert "parse_header" not in made_up
+    with pytest.raises(ValueError, match="unknown name style"):
+        names.join(["a", "b"], "kebab")
+
+
+def test_vocabulary_names_reach_the_training_split_only_and_need_a_tokenizer():
+    from dataclasses import replace
+
+    from hf_recipes.config import parse_stage
+    from hf_recipes.data.sources import load_training_splits
+
+    data = parse_stage("sft", ["--renamed_function_share", "1.0", "--renamed_function_pieces", "vocabulary"])[0]
+    data = replace(data, max_train_examples=200, max_eval_examples=50)
+    with pytest.raises(RecipeError, match="needs the model's tokenizer"):
+        load_training_splits(load_chat_splits, data, seed=0)
+    tokenizer = tiny_tokenizer()
+    train, held_out = load_training_splits(load_chat_splits, data, seed=0, tokenizer=tokenizer)
+    pieces = {piece.lower() for piece in stdlib.vocabulary_names(tokenizer).pieces}
+
+    def made_of_pieces(name: str) -> bool:  # the name, less underscores, cut into pieces (case aside): a DP
+        text = name.replace("_", "").lower()
+        ends = {0}
+        for end in range(1, len(text) + 1):
+            if any(text[start:end] in pieces for start in ends if start < end):
+                ends.add(end)
+        return len(text) in ends
+
+    real = load_training_splits(load_chat_splits, replace(data, renamed_function_share=0.0), seed=0)[0]
+    renamed = [c["messages"][-1]["content"] for c, r in zip(train, real, strict=True) if c != r]
+    assert len(renamed) > 100  # of 200: dunders and short names keep theirs
+    assert all(made_of_pieces(name) for name in renamed)
+    for conversation in train:
+        code, name = conversation["messages"][1]["content"], conversation["messages"][2]["content"]
+        assert re.search(rf"\bdef {re.escape(name)} ?\(", code)
+    assert held_out == load_training_splits(load_chat_splits, replace(data, renamed_function_share=0.0), seed=0)[1]
+    assert not made_of_pieces("_exhaustive_zz_qq_xx")  # the check can fail
 
 
 def test_renamed_share_renames_training_functions_only_and_consistently():

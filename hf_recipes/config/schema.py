@@ -312,6 +312,14 @@ class BuiltinTrainingFunctions:
             "the answer), so the name must be copied from the code, not recalled from pretraining."
         },
     )
+    renamed_function_pieces: typing.Literal["words", "vocabulary"] = field(
+        default="words",
+        metadata={
+            "help": "Built-in task only: what made-up names are made of: words of the function names (snake case), "
+            "or identifier-like pieces of the tokenizer's vocabulary in snake, concatenated and camel case, so SFT "
+            "copies rare tokens too."
+        },
+    )
     training_code_lines: int | None = field(
         default=None,
         metadata={

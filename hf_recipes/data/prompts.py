@@ -43,14 +43,17 @@ def prompt_rows(located: Iterable[tuple[str, dict[str, Any]]]) -> list[dict[str,
 
 def load_prompt_source(dataset_name, split, dataset_config=None, dataset_revision=None, limit=None,
                        validation_percent: float = stdlib.VALIDATION_PERCENT,
-                       renamed_share: float = 0.0, code_lines: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                       renamed_share: float = 0.0, code_lines: int | None = None,
+                       made_up_names: stdlib.MadeUpNames | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Prompt rows from the built-in task or a file or Hub split. `renamed_share` of the built-in task's training
     functions get a made-up name: its answer can only be copied from the code, as a held-out name must be, where a
     real training name may be recalled from pretraining (which read every training function). `code_lines` cuts the
-    training functions to their first lines."""
+    training functions to their first lines; `made_up_names`: what the made-up names are made of."""
     if dataset_name == BUILTIN_CHAT_TASK:
         shown = (
-            {"renamed_share": renamed_share, "code_lines": code_lines} if split == "train" else {}
+            {"renamed_share": renamed_share, "code_lines": code_lines, "made_up_names": made_up_names}
+            if split == "train"
+            else {}
         )  # held out: as is
         conversations = stdlib.function_name_conversations(split, limit, validation_percent, **shown)
         return [{"prompt": c["messages"][:-1], "answer": c["messages"][-1]["content"]} for c in conversations]
@@ -59,13 +62,19 @@ def load_prompt_source(dataset_name, split, dataset_config=None, dataset_revisio
 
 
 def load_prompt_splits(
-    dataset_name: str, dataset_config=None, dataset_revision=None, renamed_share=0.0, code_lines=None, **split_args
+    dataset_name: str,
+    dataset_config=None,
+    dataset_revision=None,
+    renamed_share=0.0,
+    code_lines=None,
+    made_up_names=None,
+    **split_args,
 ):
     """(train, held-out) prompt rows; see `held_out_splits` for how rows are held out."""
 
     def load(split: str, limit: int | None) -> list[dict[str, Any]]:
         percent = split_args.get("validation_percent", stdlib.VALIDATION_PERCENT)
-        shown = {"renamed_share": renamed_share, "code_lines": code_lines}
+        shown = {"renamed_share": renamed_share, "code_lines": code_lines, "made_up_names": made_up_names}
         return load_prompt_source(dataset_name, split, dataset_config, dataset_revision, limit, percent, **shown)
 
     return held_out_splits(dataset_name, load, **split_args)

@@ -155,19 +155,22 @@ def load_chat_source(
     validation_percent: float = stdlib.VALIDATION_PERCENT,
     renamed_share: float = 0.0,
     code_lines: int | None = None,
+    made_up_names: stdlib.MadeUpNames | None = None,
 ) -> list[dict]:
     """`[{"messages": [...]}, ...]` from the built-in task, a local file (.jsonl/.json/.parquet) or a Hub dataset.
 
     Any row shape that `formats` knows (messages, prompt/completion, alpaca, sharegpt) is converted, and every row
     is validated with its location (`file.jsonl:17`, `dataset 'x' row 17`) before any model loads.
     `renamed_share` gives that share of the built-in task's training functions a made-up name, and `code_lines` cuts
-    them to their first lines (other data: both ignored).
+    them to their first lines (other data: both ignored); `made_up_names`: what the made-up names are made of.
     """
     from hf_recipes.data import formats
 
     if dataset_name == BUILTIN_CHAT_TASK:
         shown = (
-            {"renamed_share": renamed_share, "code_lines": code_lines} if split == "train" else {}
+            {"renamed_share": renamed_share, "code_lines": code_lines, "made_up_names": made_up_names}
+            if split == "train"
+            else {}
         )  # held out: as is
         return stdlib.function_name_conversations(split, limit, validation_percent, **shown)
     if renamed_share and split == "train":  # the recipes set it; `--dataset_name my.jsonl` alone must just work
@@ -269,12 +272,19 @@ def split_arguments(data_args, seed: int) -> dict:
     }
 
 
-def load_training_splits(load_splits, data_args, seed: int, **load_options) -> tuple[list[dict], list[dict]]:
+def load_training_splits(
+    load_splits, data_args, seed: int, tokenizer=None, **load_options
+) -> tuple[list[dict], list[dict]]:
     """(train, held-out) rows of the recipe's `dataset_name`, or of its `dataset_mixture` when it has one, through
-    `load_splits` (load_chat_splits, load_preference_splits or load_prompt_splits)."""
+    `load_splits` (load_chat_splits, load_preference_splits or load_prompt_splits). `tokenizer`: the model's, for
+    made-up names from its vocabulary (`renamed_function_pieces: vocabulary`)."""
     if hasattr(data_args, "renamed_function_share"):  # SFT's and GRPO's data (BuiltinTrainingFunctions)
         load_options["renamed_share"] = data_args.renamed_function_share
         load_options["code_lines"] = data_args.training_code_lines
+        if data_args.renamed_function_share and data_args.renamed_function_pieces == "vocabulary":
+            if tokenizer is None:
+                raise RecipeError("renamed_function_pieces: vocabulary needs the model's tokenizer")
+            load_options["made_up_names"] = stdlib.vocabulary_names(tokenizer)
     if hasattr(data_args, "wrong_names_per_function"):  # DPO's and reward modeling's data (BuiltinTrainingPairs)
         load_options["wrong_names"] = data_args.wrong_names_per_function
     if not data_args.dataset_mixture:
@@ -293,13 +303,19 @@ def load_training_splits(load_splits, data_args, seed: int, **load_options) -> t
 
 
 def load_chat_splits(
-    dataset_name: str, dataset_config=None, dataset_revision=None, renamed_share=0.0, code_lines=None, **split_args
+    dataset_name: str,
+    dataset_config=None,
+    dataset_revision=None,
+    renamed_share=0.0,
+    code_lines=None,
+    made_up_names=None,
+    **split_args,
 ):
     """(train, held-out) conversations; see `held_out_splits` for how rows are held out."""
 
     def load(split: str, limit: int | None) -> list[dict]:
         percent = split_args.get("validation_percent", stdlib.VALIDATION_PERCENT)
-        shown = {"renamed_share": renamed_share, "code_lines": code_lines}
+        shown = {"renamed_share": renamed_share, "code_lines": code_lines, "made_up_names": made_up_names}
         return load_chat_source(dataset_name, split, dataset_config, dataset_revision, limit, percent, **shown)
 
     return held_out_splits(dataset_name, load, **split_args)

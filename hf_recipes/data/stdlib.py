@@ -14,6 +14,7 @@ import re
 import sysconfig
 import textwrap
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -120,21 +121,24 @@ def function_name_conversations(
     root: Path = STDLIB_ROOT,
     renamed_share: float = 0.0,
     code_lines: int | None = None,
+    made_up_names: MadeUpNames | None = None,
 ) -> list[dict[str, list[dict[str, str]]]]:
     """Every function of the split's modules as a conversation, in a stable order (first `limit` if given).
 
     `renamed_share` of the functions (a stable choice) get a made-up name, in the code and the answer: see
-    `renamed_function`. `code_lines` cuts each function to its first lines (its def line comes first).
+    `renamed_function`; `made_up_names` says what they are made of (default: the words of the split's function names,
+    in snake case). `code_lines` cuts each function to its first lines (its def line comes first).
     """
     modules = split_modules(split, validation_percent, root)
-    pieces = name_pieces(tuple(modules), root) if renamed_share > 0 else ()
+    if renamed_share > 0 and made_up_names is None:
+        made_up_names = MadeUpNames(name_pieces(tuple(modules), root))
     conversations = []
     for module in modules:
         for index, (name, code) in enumerate(_module_functions(module, root)):
             if renamed_share > 0:
                 rng = random.Random(f"{module}:{index}")  # the same choice and name on every machine
                 if rng.random() < renamed_share:
-                    name, code = renamed_function(name, code, pieces, rng)
+                    name, code = renamed_function(name, code, made_up_names, rng)
             if code_lines:
                 code = "\n".join(code.splitlines()[:code_lines])
             conversations.append(function_name_conversation(code, name))
@@ -159,13 +163,51 @@ def name_pieces(modules: tuple[str, ...], root: Path) -> tuple[str, ...]:
     return tuple(sorted(words - set(keyword.kwlist)))
 
 
-def renamed_function(name: str, code: str, pieces: tuple[str, ...], rng: random.Random) -> tuple[str, str]:
-    """(new name, code with every whole-word use of `name` replaced): one to three random `pieces` joined by '_',
+@dataclass(frozen=True)
+class MadeUpNames:
+    """What made-up names are made of: one to three `pieces`, joined in one of `styles` (snake: `a_b`,
+    concatenated: `ab`, camel: `AB`) picked at random for each name."""
+
+    pieces: tuple[str, ...]
+    styles: tuple[str, ...] = ("snake",)
+
+    def join(self, pieces: list[str], style: str) -> str:
+        if style == "snake":
+            return "_".join(pieces)
+        if style == "concatenated":
+            return "".join(pieces)
+        if style == "camel":
+            return "".join(piece[:1].upper() + piece[1:] for piece in pieces)
+        raise ValueError(f"unknown name style {style!r}; styles are snake, concatenated, camel")
+
+
+def vocabulary_names(tokenizer) -> MadeUpNames:
+    """Made-up names from the identifier-like entries of a tokenizer's vocabulary (`tension`, `ickle`, `Se`; the
+    leading space and underscores dropped), in all three styles.
+
+    Why: the misses on long held-out names are rare tokens (`is_un|speci|fied` answered `is_unuallyfied`): the
+    induction head attends to the right token and the model still does not write it. Function-name words tokenize
+    into common tokens, so SFT on them never copies a rare one; every entry of the vocabulary is in these
+    (benchmarks/LEARNING.md, "Made-up names from the vocabulary")."""
+    pieces = set()
+    for token in tokenizer.get_vocab():
+        text = tokenizer.convert_tokens_to_string([token]).strip().lstrip("_")
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9]+", text):
+            pieces.add(text)
+    if not pieces:
+        raise ValueError("the tokenizer's vocabulary has no identifier-like entries to make names of")
+    return MadeUpNames(tuple(sorted(pieces)), ("snake", "concatenated", "camel"))
+
+
+def renamed_function(name: str, code: str, names: MadeUpNames, rng: random.Random) -> tuple[str, str]:
+    """(new name, code with every whole-word use of `name` replaced): one to three random pieces of `names`,
     keeping a private name's leading underscores. Dunder methods and names too short to be unique keep theirs."""
-    if not pieces or (name.startswith("__") and name.endswith("__")) or len(name) < 3:
+    if not names.pieces or (name.startswith("__") and name.endswith("__")) or len(name) < 3:
         return name, code
     underscores = name[: len(name) - len(name.lstrip("_"))]
-    new_name = underscores + "_".join(rng.sample(pieces, min(len(pieces), rng.randint(1, 3))))
+    pieces = rng.sample(names.pieces, min(len(names.pieces), rng.randint(1, 3)))
+    style = rng.choice(names.styles) if len(names.styles) > 1 else names.styles[0]  # one style: no draw, same names
+    new_name = underscores + names.join(pieces, style)
     if new_name == name or re.search(rf"\b{re.escape(new_name)}\b", code):
         return name, code  # the new name must not already mean something in this code
     return new_name, re.sub(rf"\b{re.escape(name)}\b", new_name, code)

@@ -33,8 +33,10 @@ def reinforce(run: lifecycle.StageRun) -> None:
     data_args, model_args, training_args = run.arguments
 
     # Checks that need no weights: data, tokenizer and its template, vocab, rewards, LoRA targets, 4-bit.
-    train_rows, eval_rows = load_training_splits(load_prompt_splits, data_args, training_args.seed)
     tokenizer, config = chat_tokenizer_and_config(model_args, "GRPO")
+    train_rows, eval_rows = load_training_splits(
+        load_prompt_splits, data_args, training_args.seed, tokenizer=tokenizer
+    )
     rewards = reward_functions(data_args.reward_functions, tokenizer.eos_token_id)
     if data_args.reward_model:
         modeling.check_vocab(modeling.load_config(data_args.reward_model), tokenizer)

@@ -25,8 +25,10 @@ def fine_tune(run: lifecycle.StageRun) -> None:
     data_args, model_args, training_args = run.arguments
 
     # Checks that need no weights: data, tokenizer, template, vocab, LoRA targets, 4-bit.
-    train_conversations, eval_conversations = load_training_splits(load_chat_splits, data_args, training_args.seed)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    train_conversations, eval_conversations = load_training_splits(
+        load_chat_splits, data_args, training_args.seed, tokenizer=tokenizer
+    )
     if data_args.chat_template or not tokenizer.chat_template:
         attach_chat_template(tokenizer, data_args.chat_template or "llama2")
     config = modeling.load_config(model_args.model_name_or_path, model_args.model_revision)
