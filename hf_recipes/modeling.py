@@ -237,8 +237,15 @@ def lora_config(model_args):
     config = get_peft_config(dataclasses.replace(model_args, lora_target_modules=resolve_lora_targets(model_args)))
     # GPT-2 keeps its projections in Conv1D, whose weight is (in, out): peft needs fan_in_fan_out for them and would
     # set it itself, with a warning per run that the user can do nothing about.
-    if load_config(model_args.model_name_or_path, model_args.model_revision).model_type == "gpt2":
+    model_config = load_config(model_args.model_name_or_path, model_args.model_revision)
+    if model_config.model_type == "gpt2":
         config.fan_in_fan_out = True
+    top = getattr(model_args, "lora_top_layers", None)  # DPO's option (PreferenceModelArguments)
+    if top is not None:
+        if top < 1:
+            raise RecipeError(f"lora_top_layers must be at least 1 (or unset for every layer), got {top}")
+        count = model_config.num_hidden_layers
+        config.layers_to_transform = list(range(max(0, count - top), count))
     return config
 
 

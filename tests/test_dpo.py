@@ -224,6 +224,14 @@ def test_lora_dpo_starts_at_ln2_changes_only_the_projections_and_leaves_a_plain_
     assert generated.shape[1] > ids["input_ids"].shape[1]
 
 
+def test_lora_top_layers_leaves_the_layers_below_as_they_were(sft_folder, tmp_path):
+    output = tmp_path / "top"
+    run(sft_folder, output, "--lora_top_layers", "1", "--learning_rate", "0.05")  # the tiny model has 2 layers
+    before, after = load_file(sft_folder / "model.safetensors"), load_file(output / "model.safetensors")
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert changed and all(name.startswith("transformer.h.1.") for name in changed)
+
+
 def test_full_model_dpo_with_its_own_reference_starts_at_ln2(sft_folder, tmp_path, trainers):
     pure_dpo = ["--loss_type", "sigmoid", "--loss_weights", "1.0"]
     run(sft_folder, tmp_path / "full", "--use_peft", "false", "--learning_rate", "1e-3", *pure_dpo)
@@ -251,6 +259,7 @@ def test_a_reference_that_is_not_the_starting_policy_stops_at_the_first_batch(sf
     ("extra", "message"),
     [
         (["--lora_target_modules", "wte"], "tied embedding"),
+        (["--lora_top_layers", "0"], "lora_top_layers must be at least 1"),
         (["--dataset_name", "missing.jsonl"], "data file not found: missing.jsonl"),
     ],
 )

@@ -391,6 +391,14 @@ class PreferenceModelArguments(ModelConfig):
             "full: a second copy loaded from model_name_or_path)."
         },
     )
+    lora_top_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA on the top N transformer layers only (peft's layers_to_transform); None: all. gpt2-tiny's "
+            "DPO adapts its top 2 of 4 and leaves layers 0 and 1, where the planted induction circuit sits, as SFT "
+            "left them."
+        },
+    )
 
 
 @dataclass
