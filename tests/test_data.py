@@ -108,6 +108,16 @@ def test_vocabulary_names_reach_the_training_split_only_and_need_a_tokenizer():
     data = replace(data, max_train_examples=200, max_eval_examples=50)
     with pytest.raises(RecipeError, match="needs the model's tokenizer"):
         load_training_splits(load_chat_splits, data, seed=0)
+
+    class NumbersOnly:  # a vocabulary with nothing to make a name of
+        def get_vocab(self):
+            return {"12": 0, "+": 1, "Ġ0x1f": 2}
+
+        def convert_tokens_to_string(self, tokens):
+            return "".join(tokens).replace("Ġ", " ")
+
+    with pytest.raises(RecipeError, match="no identifier-like tokens"):
+        load_training_splits(load_chat_splits, data, seed=0, tokenizer=NumbersOnly())
     tokenizer = tiny_tokenizer()
     train, held_out = load_training_splits(load_chat_splits, data, seed=0, tokenizer=tokenizer)
     pieces = {piece.lower() for piece in stdlib.vocabulary_names(tokenizer).pieces}

@@ -284,7 +284,10 @@ def load_training_splits(
         if data_args.renamed_function_share and data_args.renamed_function_pieces == "vocabulary":
             if tokenizer is None:
                 raise RecipeError("renamed_function_pieces: vocabulary needs the model's tokenizer")
-            load_options["made_up_names"] = stdlib.vocabulary_names(tokenizer)
+            names = stdlib.vocabulary_names(tokenizer)
+            if not names.pieces:
+                raise RecipeError("renamed_function_pieces: vocabulary: the tokenizer has no identifier-like tokens")
+            load_options["made_up_names"] = names
     if hasattr(data_args, "wrong_names_per_function"):  # DPO's and reward modeling's data (BuiltinTrainingPairs)
         load_options["wrong_names"] = data_args.wrong_names_per_function
     if not data_args.dataset_mixture:

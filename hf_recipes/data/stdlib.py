@@ -187,15 +187,13 @@ def vocabulary_names(tokenizer) -> MadeUpNames:
 
     Why: the misses on long held-out names are rare tokens (`is_un|speci|fied` answered `is_unuallyfied`): the
     induction head attends to the right token and the model still does not write it. Function-name words tokenize
-    into common tokens, so SFT on them never copies a rare one; every entry of the vocabulary is in these
+    into common tokens, so SFT on them never copies a rare one; here every identifier-like token can come up
     (benchmarks/LEARNING.md, "Made-up names from the vocabulary")."""
     pieces = set()
     for token in tokenizer.get_vocab():
         text = tokenizer.convert_tokens_to_string([token]).strip().lstrip("_")
         if re.fullmatch(r"[A-Za-z][A-Za-z0-9]+", text):
             pieces.add(text)
-    if not pieces:
-        raise ValueError("the tokenizer's vocabulary has no identifier-like entries to make names of")
     return MadeUpNames(tuple(sorted(pieces)), ("snake", "concatenated", "camel"))
 
 
