@@ -98,6 +98,57 @@ def test_vocabulary_names_are_the_tokenizers_identifier_pieces_in_three_styles()
         names.join(["a", "b"], "kebab")
 
 
+@pytest.mark.parametrize(
+    ("name", "words", "style"),
+    [
+        ("_get_default_args", ["get", "default", "args"], "snake"),
+        ("GetKeySet", ["Get", "Key", "Set"], "camel"),
+        ("getHTTPServer", ["get", "HTTP", "Server"], "camel"),
+        ("mksalt", ["mksalt"], "concatenated"),
+        ("parse150", ["parse150"], "concatenated"),
+    ],
+)
+def test_name_words_cut_a_name_into_its_words_and_style(name, words, style):
+    assert stdlib.name_words(name) == (words, style)
+
+
+def test_kept_words_share_keeps_first_words_in_the_names_own_style_and_only_when_asked():
+    pieces = ("alpha", "beta", "gamma")
+    code = "def {}(x):\n    return x"
+    kept = stdlib.MadeUpNames(pieces, ("snake", "camel"), kept_words_share=1.0)
+    snake = {stdlib.renamed_function("_get_raw_value", code.format("_get_raw_value"), kept, random.Random(seed))[0]
+             for seed in range(40)}  # fmt: skip
+    for name in snake:
+        words = name[1:].split("_")
+        assert name.startswith("_get_") and 2 <= len(words) <= 4 and set(words[-1:]) <= set(pieces)
+    assert any(name.startswith("_get_raw_") for name in snake) and any(name.count("_") == 2 for name in snake)
+    camel = {stdlib.renamed_function("getKeySet", code.format("getKeySet"), kept, random.Random(seed))[0]
+             for seed in range(40)}  # fmt: skip
+    assert all(re.fullmatch(r"get(Key)?(Alpha|Beta|Gamma){1,2}", name) for name in camel)
+    # One word: nothing to keep, a whole new name. No share: the same names as before the option existed.
+    assert stdlib.renamed_function("mksalt", code.format("mksalt"), kept, random.Random(0))[0].lower() != "mksalt"
+    plain = stdlib.MadeUpNames(pieces, ("snake", "camel"))
+    for seed in range(20):
+        rng, same = random.Random(seed), random.Random(seed)
+        expected = plain.join(same.sample(pieces, same.randint(1, 3)), same.choice(plain.styles))
+        assert stdlib.renamed_function("get_raw", code.format("get_raw"), plain, rng)[0] == expected
+
+
+def test_kept_words_share_needs_vocabulary_pieces_and_a_share():
+    from dataclasses import replace
+
+    from hf_recipes.config import parse_stage
+    from hf_recipes.data.sources import load_training_splits
+
+    data = parse_stage("sft", ["--renamed_function_share", "0.5", "--renamed_function_kept_words_share", "0.5"])[0]
+    data = replace(data, max_train_examples=50, max_eval_examples=10)
+    with pytest.raises(RecipeError, match="needs renamed_function_pieces: vocabulary"):
+        load_training_splits(load_chat_splits, data, seed=0, tokenizer=tiny_tokenizer())
+    data = replace(data, renamed_function_pieces="vocabulary", renamed_function_kept_words_share=1.5)
+    with pytest.raises(RecipeError, match=r"within \[0, 1\], not 1.5"):
+        load_training_splits(load_chat_splits, data, seed=0, tokenizer=tiny_tokenizer())
+
+
 def test_vocabulary_names_reach_the_training_split_only_and_need_a_tokenizer():
     from dataclasses import replace
 

@@ -320,6 +320,14 @@ class BuiltinTrainingFunctions:
             "copies rare tokens too."
         },
     )
+    renamed_function_kept_words_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Built-in task, renamed_function_pieces: vocabulary: this share of the made-up names of functions "
+            "named in several words keep the first words and get new last ones (`_get_versions` -> `_get_tension`), "
+            "so SFT copies names whose first words the code also uses elsewhere, as many held-out names do."
+        },
+    )
     training_code_lines: int | None = field(
         default=None,
         metadata={

@@ -7,6 +7,7 @@ offline) is a RecipeError raised before any model loads.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -281,13 +282,18 @@ def load_training_splits(
     if hasattr(data_args, "renamed_function_share"):  # SFT's and GRPO's data (BuiltinTrainingFunctions)
         load_options["renamed_share"] = data_args.renamed_function_share
         load_options["code_lines"] = data_args.training_code_lines
+        kept_words_share = data_args.renamed_function_kept_words_share
+        if not 0.0 <= kept_words_share <= 1.0:
+            raise RecipeError(f"renamed_function_kept_words_share must be within [0, 1], not {kept_words_share}")
+        if kept_words_share and data_args.renamed_function_pieces != "vocabulary":
+            raise RecipeError("renamed_function_kept_words_share needs renamed_function_pieces: vocabulary")
         if data_args.renamed_function_share and data_args.renamed_function_pieces == "vocabulary":
             if tokenizer is None:
                 raise RecipeError("renamed_function_pieces: vocabulary needs the model's tokenizer")
             names = stdlib.vocabulary_names(tokenizer)
             if not names.pieces:
                 raise RecipeError("renamed_function_pieces: vocabulary: the tokenizer has no identifier-like tokens")
-            load_options["made_up_names"] = names
+            load_options["made_up_names"] = replace(names, kept_words_share=kept_words_share)
     if hasattr(data_args, "wrong_names_per_function"):  # DPO's and reward modeling's data (BuiltinTrainingPairs)
         load_options["wrong_names"] = data_args.wrong_names_per_function
     if not data_args.dataset_mixture:
