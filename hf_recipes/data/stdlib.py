@@ -220,8 +220,9 @@ def renamed_function(name: str, code: str, names: MadeUpNames, rng: random.Rando
     two new last ones in the name's own style (`_get_versions` -> `_get_tension`, `GetKeySet` -> `GetKeyTension`).
     Why: a whole made-up name occurs once in its code, so copying it is never ambiguous; held-out names often
     start with words the code uses elsewhere (`_get_` before other calls), and the model must copy the rest from
-    the def line, not from another `_get_x`. Such names were missed three times as often (benchmarks/LEARNING.md,
-    "Made-up names that keep their first words")."""
+    the def line, not from another `_get_x`. Such names were missed three times as often; at 0.5 these names did
+    not change that, so the recipes leave the share at 0 (benchmarks/LEARNING.md, "Made-up names that keep their
+    first words")."""
     if not names.pieces or (name.startswith("__") and name.endswith("__")) or len(name) < 3:
         return name, code
     underscores = name[: len(name) - len(name.lstrip("_"))]
