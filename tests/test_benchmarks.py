@@ -75,3 +75,15 @@ def test_the_bare_pretraining_loop_steps_with_the_optimizer_the_recipe_trains_wi
     assert {group["lr"] for group in muon.param_groups if group["use_muon"]} == {muon_args.muon_learning_rate}
     adamw = recipe_optimizer(model, adamw_args)
     assert type(adamw) is torch.optim.AdamW and adamw.defaults["lr"] == adamw_args.learning_rate
+
+
+def test_a_name_is_ambiguous_when_its_tokens_occur_in_the_prompt_before_other_tokens(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    from ambiguous_names import is_ambiguous
+
+    # `_get` `_versions` as the name; the prompt also has `_get` `_config` (another call): two places to copy from.
+    get, versions, config, other = 7, 8, 9, 3
+    assert is_ambiguous([other, get, versions, other, get, config], [get, versions])
+    assert not is_ambiguous([other, get, versions, other, get, versions], [get, versions])  # the name used twice
+    assert not is_ambiguous([other, config], [get, versions])  # nowhere else in the prompt
+    assert not is_ambiguous([get, config], [versions])  # a one-token name has no next token to confuse
