@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from hf_recipes.data.sources import load_chat_splits
 from hf_recipes.data.stdlib import BUILTIN_CHAT_TASK
-from hf_recipes.evaluation import fitting_conversations, generate_answers, render_prompt
+from hf_recipes.evaluation import chat_task_metrics
 from hf_recipes.quantization import bnb_config, linear4bit_count
 
 # The planted circuit's weights live in the attention of layers 0 and 1 (hf_recipes/circuits.py).
@@ -37,10 +37,9 @@ def main() -> None:
     held_out = load_chat_splits(BUILTIN_CHAT_TASK, max_train=1, max_eval=args.max_eval)[1]
 
     def misses(model) -> str:
-        kept = fitting_conversations(model, tokenizer, held_out, 24)
-        answers = generate_answers(model, tokenizer, kept, 24, batch_size=32, show_progress=False)
-        wrong = sum(answer.text != render_prompt(tokenizer, c)[1] for c, answer in zip(kept, answers, strict=True))
-        return f"{wrong} of {len(kept)} missed"
+        scores = chat_task_metrics(model, tokenizer, held_out, 24, batch_size=32, show_progress=False)
+        examples = scores["eval_examples"]
+        return f"{round((1 - scores['exact_match']) * examples)} of {examples} missed"
 
     print(f"full precision: {misses(AutoModelForCausalLM.from_pretrained(args.model))}", flush=True)
     for name, options in VARIANTS.items():
