@@ -226,27 +226,27 @@ def renamed_function(name: str, code: str, names: MadeUpNames, rng: random.Rando
     if not names.pieces or (name.startswith("__") and name.endswith("__")) or len(name) < 3:
         return name, code
     underscores = name[: len(name) - len(name.lstrip("_"))]
-    new_name = _name_with_kept_words(name, names, rng) if names.kept_words_share else None
-    if new_name is None:  # drawn only here, so names made without kept words stay the same names
+    new_body = _body_with_kept_words(name, names, rng) if names.kept_words_share else None
+    if new_body is None:  # drawn only here, so names made without kept words stay the same names
         pieces = rng.sample(names.pieces, min(len(names.pieces), rng.randint(1, 3)))
         style = rng.choice(names.styles) if len(names.styles) > 1 else names.styles[0]  # one style: no draw
-        new_name = underscores + names.join(pieces, style)
+        new_body = names.join(pieces, style)
+    new_name = underscores + new_body
     if new_name == name or re.search(rf"\b{re.escape(new_name)}\b", code):
         return name, code  # the new name must not already mean something in this code
     return new_name, re.sub(rf"\b{re.escape(name)}\b", new_name, code)
 
 
-def _name_with_kept_words(name: str, names: MadeUpNames, rng: random.Random) -> str | None:
-    """`name`'s first words and one or two new pieces in its own style, for `names.kept_words_share` of the names of
-    several words (None for the others)."""
+def _body_with_kept_words(name: str, names: MadeUpNames, rng: random.Random) -> str | None:
+    """`name`'s first words and one or two new pieces in its own style, without its leading underscores, for
+    `names.kept_words_share` of the names of several words (None for the others)."""
     words, style = name_words(name)
     if len(words) < 2 or rng.random() >= names.kept_words_share:
         return None
     kept = words[: rng.randint(1, len(words) - 1)]
     new_words = rng.sample(names.pieces, min(len(names.pieces), rng.randint(1, 2)))
     joiner = "_" if style == "snake" else ""  # the kept words as written: `getKey` stays lower camel
-    underscores = name[: len(name) - len(name.lstrip("_"))]
-    return underscores + joiner.join(kept) + joiner + names.join(new_words, style)
+    return joiner.join(kept) + joiner + names.join(new_words, style)
 
 
 # ----------------------------------------------------------------------------------------------------------------
