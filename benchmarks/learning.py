@@ -47,7 +47,7 @@ def machine() -> str:
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="Folder under outputs/learning/ and the row's name.")
     parser.add_argument("--change", default="", help="What differs from the recipes, in words.")
@@ -56,7 +56,11 @@ def main() -> None:
     parser.add_argument("--sft-args", default="", help="Overrides for SFT, one quoted string.")
     parser.add_argument("--pretrain-only", action="store_true", help="Stop after pretraining (no exact match).")
     parser.add_argument("pretrain_args", nargs=argparse.REMAINDER, help="-- then overrides for pretraining.")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     pretrain_args = [a for a in args.pretrain_args if a != "--"]
     folder = REPO_ROOT / "outputs" / "learning" / args.name
     pretrained = run_stage("pretrain", args.pretrain_recipe, folder / "pretrain", pretrain_args)
@@ -64,19 +68,18 @@ def main() -> None:
     if not args.pretrain_only:
         sft_args = ["--model_name_or_path", str(folder / "pretrain"), *shlex.split(args.sft_args)]
         sft = run_stage("sft", args.sft_recipe, folder / "sft", sft_args)
-    minutes = (pretrained["train_seconds"] + sft.get("train_seconds", 0.0)) / 60
+    minutes = training_minutes(pretrained, sft)
     by_length = sft.get("exact_match_by_answer_tokens", {})
     # The commit of the code that trained the model (a reused run keeps the commit it was trained at).
     record = yaml.safe_load((folder / "pretrain" / "run_config.yaml").read_text())
     commit = (record.get("git_commit") or "unknown")[:7]
-    options = ["--pretrain-only"] if args.pretrain_only else ["--sft-args", args.sft_args] if args.sft_args else []
-    command = shlex.join(["python", "benchmarks/learning.py", "--name", args.name, *options, "--", *pretrain_args])
+    command = shlex.join(["python", "benchmarks/learning.py", *command_options(args)])
     row = [
         args.name,
         args.change,
         machine(),
         f"{pretrained['train_tokens']:,}",
-        f"{minutes:.1f}",
+        minutes,
         f"{pretrained['perplexity']:.1f}",
         f"{pretrained['copy_probe_loss_first']:.2f} -> {pretrained['copy_probe_loss_repeat']:.2f}",
         f"{sft['exact_match']:.3f}" if sft else "-",
@@ -86,6 +89,29 @@ def main() -> None:
     ]
     add_row(LEARNING, "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     print(f"{datetime.now(timezone.utc):%H:%M} row added to {LEARNING}:\n" + " | ".join(row))
+
+
+def training_minutes(pretrained: dict, sft: dict) -> str:
+    """The stages' training minutes; a stage resumed from a checkpoint timed only its steps after it, and says so."""
+    minutes = f"{(pretrained['train_seconds'] + sft.get('train_seconds', 0.0)) / 60:.1f}"
+    resumed = [
+        f"{stage} after step {metrics['resumed_from_step']:,}"
+        for stage, metrics in (("pretraining", pretrained), ("SFT", sft))
+        if metrics.get("resumed_from_step")
+    ]
+    return f"{minutes} ({', '.join(resumed)})" if resumed else minutes
+
+
+def command_options(args: argparse.Namespace) -> list[str]:
+    """The options that reproduce this run (the change's words left out, recipes named when not the default)."""
+    options = ["--name", args.name]
+    options += ["--pretrain-only"] if args.pretrain_only else ["--sft-args", args.sft_args] if args.sft_args else []
+    defaults = build_parser()
+    for flag in ("--pretrain-recipe", "--sft-recipe"):
+        dest = flag.removeprefix("--").replace("-", "_")
+        if getattr(args, dest) != defaults.get_default(dest):
+            options += [flag, getattr(args, dest)]
+    return [*options, "--", *(a for a in args.pretrain_args if a != "--")]
 
 
 def add_row(path: Path, row: str, section: str = RUNS_SECTION) -> None:
