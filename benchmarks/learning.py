@@ -24,6 +24,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LEARNING = REPO_ROOT / "benchmarks" / "LEARNING.md"
 RUNS_SECTION = "## Runs of benchmarks/learning.py"
+DEFAULT_RECIPES = {
+    "--pretrain-recipe": "recipes/gpt2-tiny/pretrain.yaml",
+    "--sft-recipe": "recipes/gpt2-tiny/sft.yaml",
+}
 
 
 def run_stage(script: str, recipe: str, output_dir: Path, args: list[str]) -> dict:
@@ -47,23 +51,24 @@ def machine() -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="Folder under outputs/learning/ and the row's name.")
     parser.add_argument("--change", default="", help="What differs from the recipes, in words.")
-    parser.add_argument("--pretrain-recipe", default="recipes/gpt2-tiny/pretrain.yaml")
-    parser.add_argument("--sft-recipe", default="recipes/gpt2-tiny/sft.yaml")
+    for flag, recipe in DEFAULT_RECIPES.items():
+        parser.add_argument(flag, default=recipe)
     parser.add_argument("--sft-args", default="", help="Overrides for SFT, one quoted string.")
     parser.add_argument("--pretrain-only", action="store_true", help="Stop after pretraining (no exact match).")
     parser.add_argument("pretrain_args", nargs=argparse.REMAINDER, help="-- then overrides for pretraining.")
-    return parser
+    args = parser.parse_args(argv)
+    args.pretrain_args = [a for a in args.pretrain_args if a != "--"]
+    return args
 
 
 def main() -> None:
-    args = build_parser().parse_args()
-    pretrain_args = [a for a in args.pretrain_args if a != "--"]
+    args = parse_args()
     folder = REPO_ROOT / "outputs" / "learning" / args.name
-    pretrained = run_stage("pretrain", args.pretrain_recipe, folder / "pretrain", pretrain_args)
+    pretrained = run_stage("pretrain", args.pretrain_recipe, folder / "pretrain", args.pretrain_args)
     sft = {}
     if not args.pretrain_only:
         sft_args = ["--model_name_or_path", str(folder / "pretrain"), *shlex.split(args.sft_args)]
@@ -106,12 +111,11 @@ def command_options(args: argparse.Namespace) -> list[str]:
     """The options that reproduce this run (the change's words left out, recipes named when not the default)."""
     options = ["--name", args.name]
     options += ["--pretrain-only"] if args.pretrain_only else ["--sft-args", args.sft_args] if args.sft_args else []
-    defaults = build_parser()
-    for flag in ("--pretrain-recipe", "--sft-recipe"):
-        dest = flag.removeprefix("--").replace("-", "_")
-        if getattr(args, dest) != defaults.get_default(dest):
-            options += [flag, getattr(args, dest)]
-    return [*options, "--", *(a for a in args.pretrain_args if a != "--")]
+    for flag, default in DEFAULT_RECIPES.items():
+        recipe = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if recipe != default:
+            options += [flag, recipe]
+    return [*options, "--", *args.pretrain_args]
 
 
 def add_row(path: Path, row: str, section: str = RUNS_SECTION) -> None:

@@ -56,16 +56,16 @@ def test_a_learning_row_goes_into_the_runs_table_whatever_follows_it(tmp_path):
 def test_a_learning_row_names_the_recipes_it_ran_and_the_steps_its_minutes_timed():
     # A row's command reproduces the run only if it names a non-default recipe; a resumed stage's train_seconds timed
     # only the steps after its checkpoint, so its minutes say from where.
-    from benchmarks.learning import build_parser, command_options, training_minutes
+    from benchmarks.learning import command_options, parse_args, training_minutes
 
     long_recipe = "recipes/gpt2-tiny/pretrain_long.yaml"
     given = ["--name", "long", "--change", "words", "--pretrain-recipe", long_recipe, "--pretrain-only"]
-    args = build_parser().parse_args([*given, "--", "--max_steps", "4800"])
+    args = parse_args([*given, "--", "--max_steps", "4800"])
     assert command_options(args) == [
         "--name", "long", "--pretrain-only", "--pretrain-recipe", long_recipe,
         "--", "--max_steps", "4800",
     ]  # fmt: skip
-    assert command_options(build_parser().parse_args(["--name", "base"])) == ["--name", "base", "--"]
+    assert command_options(parse_args(["--name", "base"])) == ["--name", "base", "--"]
     assert training_minutes({"train_seconds": 600.0}, {"train_seconds": 300.0}) == "15.0"
     resumed = {"train_seconds": 2520.0, "resumed_from_step": 3498}
     assert training_minutes(resumed, {}) == "42.0 (pretraining after step 3,498)"
