@@ -123,3 +123,12 @@ def test_restoring_a_planted_circuit_writes_back_its_weights_and_nothing_else():
     untouched = ["transformer.wte.weight", "transformer.h.2.attn.c_attn.weight", "transformer.h.0.ln_1.weight"]
     for name in untouched:
         assert torch.equal(dict(model.named_parameters())[name], start[name] + 1), name
+
+
+def test_the_planted_induction_head_writes_every_token_back_as_itself_and_gpt2s_start_does_not(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from embedding_geometry import direct_copy_ranks  # the readout behind LEARNING.md's rare-token rows
+
+    planted, plain = direct_copy_ranks(fresh_model("induction")), direct_copy_ranks(fresh_model())
+    assert torch.equal(planted, torch.zeros_like(planted))  # all 8,192 tokens copy themselves
+    assert (plain == 0).float().mean() < 0.01
