@@ -159,9 +159,13 @@ class PlantedCircuit:
     head 0's query/key/value columns (and biases) and output rows in layers 0 and 1, and the position code in the
     first head_dim coordinates of the position table. Every other weight, including the rest of each fused matrix,
     trains as usual, and learns to feed and use the held heads (pretraining perplexity 70.0 against 94.1 free, SFT
-    exact match 0.890 against 0.823 for gpt2-tiny; benchmarks/LEARNING.md)."""
+    exact match 0.890 against 0.823 for gpt2-tiny; benchmarks/LEARNING.md).
 
-    def __init__(self, model: GPT2LMHeadModel):
+    `copy_maps=False` holds only the induction head's query and key (where it looks), so its value and output maps
+    (what it writes) train with the embedding they copy: pretraining moves the embedding away from the planted maps,
+    rare tokens most (benchmarks/embedding_geometry.py)."""
+
+    def __init__(self, model: GPT2LMHeadModel, copy_maps: bool = True):
         config = model.config
         check_circuit_layout(config)
         head_dim, width = config.n_embd // config.n_head, config.n_embd
@@ -170,6 +174,13 @@ class PlantedCircuit:
         self.parts: list[tuple[torch.Tensor, tuple]] = []
         for layer in transformer.h[:2]:
             attention = layer.attn
+            if layer is transformer.h[1] and not copy_maps:  # the induction head's attention only
+                query_key = qkv_columns[: 2 * head_dim]
+                self.parts += [
+                    (attention.c_attn.weight, (slice(None), query_key)),
+                    (attention.c_attn.bias, (query_key,)),
+                ]
+                continue
             self.parts += [
                 (attention.c_attn.weight, (slice(None), qkv_columns)),
                 (attention.c_attn.bias, (qkv_columns,)),
@@ -196,8 +207,12 @@ class HoldCircuitCallback(TrainerCallback):
             self.circuit.restore()
 
 
-def hold_circuit(model: GPT2LMHeadModel, steps: int) -> HoldCircuitCallback:
+def hold_circuit(model: GPT2LMHeadModel, steps: int, copy_maps: bool = True) -> HoldCircuitCallback:
     """The callback that holds the circuit `model` carries now, for `steps` steps (every step when negative), said in
     the log."""
-    logger.info("Holding the planted induction circuit for %s", "every step" if steps < 0 else f"{steps} steps")
-    return HoldCircuitCallback(PlantedCircuit(model), steps)
+    logger.info(
+        "Holding the planted induction circuit for %s%s",
+        "every step" if steps < 0 else f"{steps} steps",
+        "" if copy_maps else " (the induction head's value and output maps train)",
+    )
+    return HoldCircuitCallback(PlantedCircuit(model, copy_maps), steps)

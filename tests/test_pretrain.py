@@ -176,6 +176,27 @@ def test_a_held_circuit_keeps_its_planted_weights_for_the_steps_asked_and_trains
         assert not torch.equal(early[name][:, :32], late[name][:, :32]), name
 
 
+def test_freed_copy_maps_train_while_the_induction_head_keeps_where_it_looks(tmp_path):
+    from hf_recipes.circuits import PlantedCircuit
+    from hf_recipes.modeling import build_model
+
+    one_step = ["--n_head", "4", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"]
+    run(tmp_path, "--attention_init", "induction", "--hold_induction_circuit_steps", "-1", *one_step)
+    run(tmp_path / "free", "--attention_init", "induction", "--hold_induction_circuit_steps", "-1", *one_step,
+        "--hold_induction_copy_maps", "false")  # fmt: skip
+    planted = build_model(AutoModelForCausalLM.from_pretrained(tmp_path).config, attention_init="induction")
+    held, free = (AutoModelForCausalLM.from_pretrained(path) for path in (tmp_path, tmp_path / "free"))
+    held_parts = (PlantedCircuit(model, copy_maps=False).values for model in (planted, free))
+    for start, value in zip(*held_parts, strict=True):
+        assert torch.equal(value, start)  # layer 0's head, the position code, layer 1's query and key: written back
+    width, head_dim = planted.config.n_embd, planted.config.n_embd // 4
+    for model, trained in ((held, False), (free, True)):
+        attention, start = model.transformer.h[1].attn, planted.transformer.h[1].attn
+        value = slice(2 * width, 2 * width + head_dim)
+        assert torch.equal(attention.c_attn.weight[:, value], start.c_attn.weight[:, value]) is not trained
+        assert torch.equal(attention.c_proj.weight[:head_dim], start.c_proj.weight[:head_dim]) is not trained
+
+
 def test_the_curriculum_reshapes_training_batches_only_and_the_loss_counts_their_tokens(tmp_path, monkeypatch):
     from transformers import GPT2LMHeadModel
 

@@ -89,6 +89,14 @@ class CircuitHoldArguments:
             "attention_init induction. SFT: the values the model comes with (a pretraining that held them kept them)."
         },
     )
+    hold_induction_copy_maps: bool = field(
+        default=True,
+        metadata={
+            "help": "With hold_induction_circuit_steps: hold the induction head's value and output maps too. False "
+            "holds only where it looks (its query and key, and the previous-token head), so what it writes trains "
+            "with the token embeddings it copies (benchmarks/LEARNING.md, 'Why rare tokens are not copied')."
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ def pretrain(run: lifecycle.StageRun) -> None:
     step_tokens = tokens_per_step(training_args)
     stage_callbacks = [RunLengthCallback(step_tokens)]
     if holds_circuit:
-        stage_callbacks.append(hold_circuit(model, training_args.hold_induction_circuit_steps))
+        stage_callbacks.append(
+            hold_circuit(model, training_args.hold_induction_circuit_steps, training_args.hold_induction_copy_maps)
+        )
     trainer = PretrainTrainer(
         model=model,
         # The initial evaluation runs inside train(), after accelerate wrapped the model: an evaluate() before train()

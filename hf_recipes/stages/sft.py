@@ -69,7 +69,9 @@ def fine_tune(run: lifecycle.StageRun) -> None:
         args=replace(training_args, assistant_only_loss=False),
     )
     if holds_circuit:  # the values the model came with: a pretraining that held its planted circuit kept them
-        trainer.add_callback(hold_circuit(model, training_args.hold_induction_circuit_steps))
+        trainer.add_callback(
+            hold_circuit(model, training_args.hold_induction_circuit_steps, training_args.hold_induction_copy_maps)
+        )
 
     def results(final_eval, scores):
         metrics = {
