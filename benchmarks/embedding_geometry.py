@@ -6,7 +6,7 @@ For each frequency bucket it prints
   alone (layer 1's ln_1, head 0's value and output maps) is read out through the tied embedding: the direct copy path
   that `plant_induction_circuit` builds (every token at the plant);
 - `pairwise cos`: the mean cosine between the bucket's embeddings (a shared direction makes them alike);
-- `norm`: the mean embedding norm.
+- `norm`: the mean embedding norm, and how much of it lies `along` the mean of all embeddings and `across` it.
 
 python benchmarks/embedding_geometry.py outputs/gpt2-tiny/pretrain [--prompts 4000] [--at-plant]
 """
@@ -62,7 +62,9 @@ def main() -> None:
     counts = token_counts(AutoTokenizer.from_pretrained(args.model), args.prompts)
     ranks = direct_copy_ranks(model)
     embedding = model.transformer.wte.weight.detach()
-    print(f"{'count in prompts':>16}  {'tokens':>6}  {'copies itself':>13}  {'pairwise cos':>12}  {'norm':>5}")
+    mean = embedding.mean(dim=0) / embedding.mean(dim=0).norm()
+    header = f"{'count in prompts':>16}  {'tokens':>6}  {'copies itself':>13}  {'pairwise cos':>12}"
+    print(f"{header}  {'norm':>5}  {'along':>5}  {'across':>6}")
     for low, high in BUCKETS:
         chosen = (counts >= low) & (counts < (high if high is not None else counts.max() + 1))
         vectors = embedding[chosen]
@@ -70,10 +72,12 @@ def main() -> None:
             continue
         unit = torch.nn.functional.normalize(vectors, dim=1)
         pairwise = ((unit @ unit.T).sum() - len(unit)) / (len(unit) * (len(unit) - 1))
+        along = vectors @ mean
+        across = (vectors - along[:, None] * mean).norm(dim=1)
         label = f"{low}-{high - 1}" if high is not None else f">= {low}"
         print(
             f"{label:>16}  {len(vectors):6d}  {(ranks[chosen] == 0).float().mean():13.3f}  {pairwise:12.2f}"
-            f"  {vectors.norm(dim=1).mean():5.2f}"
+            f"  {vectors.norm(dim=1).mean():5.2f}  {along.mean():5.2f}  {across.mean():6.2f}"
         )
 
 
