@@ -17,7 +17,7 @@ import argparse
 from collections import Counter
 
 import torch
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_recipes.circuits import plant_induction_circuit
 from hf_recipes.data.sources import load_chat_splits
@@ -55,18 +55,19 @@ def main() -> None:
     parser.add_argument("--at-plant", action="store_true", help="a freshly planted model of the folder's config")
     args = parser.parse_args()
 
-    model = GPT2LMHeadModel.from_pretrained(args.model).eval()
     if args.at_plant:
         torch.manual_seed(42)
-        model = plant_induction_circuit(GPT2LMHeadModel(model.config)).eval()
+        model = plant_induction_circuit(GPT2LMHeadModel(GPT2Config.from_pretrained(args.model))).eval()
+    else:
+        model = GPT2LMHeadModel.from_pretrained(args.model).eval()
     counts = token_counts(AutoTokenizer.from_pretrained(args.model), args.prompts)
     ranks = direct_copy_ranks(model)
     embedding = model.transformer.wte.weight.detach()
-    mean = embedding.mean(dim=0) / embedding.mean(dim=0).norm()
+    mean = torch.nn.functional.normalize(embedding.mean(dim=0), dim=0)
     header = f"{'count in prompts':>16}  {'tokens':>6}  {'copies itself':>13}  {'pairwise cos':>12}"
     print(f"{header}  {'norm':>5}  {'along':>5}  {'across':>6}")
     for low, high in BUCKETS:
-        chosen = (counts >= low) & (counts < (high if high is not None else counts.max() + 1))
+        chosen = (counts >= low) & (counts < high) if high is not None else counts >= low
         vectors = embedding[chosen]
         if len(vectors) < 2:
             continue

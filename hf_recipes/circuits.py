@@ -174,18 +174,12 @@ class PlantedCircuit:
         self.parts: list[tuple[torch.Tensor, tuple]] = []
         for layer in transformer.h[:2]:
             attention = layer.attn
-            if layer is transformer.h[1] and not copy_maps:  # the induction head's attention only
-                query_key = qkv_columns[: 2 * head_dim]
-                self.parts += [
-                    (attention.c_attn.weight, (slice(None), query_key)),
-                    (attention.c_attn.bias, (query_key,)),
-                ]
-                continue
-            self.parts += [
-                (attention.c_attn.weight, (slice(None), qkv_columns)),
-                (attention.c_attn.bias, (qkv_columns,)),
-                (attention.c_proj.weight, (slice(0, head_dim), slice(None))),
-            ]
+            # The induction head's value columns and output rows are what it writes; copy_maps=False leaves them free.
+            holds_writes = copy_maps or layer is not transformer.h[1]
+            columns = qkv_columns if holds_writes else qkv_columns[: 2 * head_dim]
+            self.parts += [(attention.c_attn.weight, (slice(None), columns)), (attention.c_attn.bias, (columns,))]
+            if holds_writes:
+                self.parts.append((attention.c_proj.weight, (slice(0, head_dim), slice(None))))
         self.parts.append((transformer.wpe.weight, (slice(None), slice(0, head_dim))))
         self.values = [parameter.detach()[index].clone() for parameter, index in self.parts]
 
