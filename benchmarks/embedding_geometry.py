@@ -19,7 +19,7 @@ from collections import Counter
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from hf_recipes.circuits import plant_induction_circuit
+from hf_recipes.circuits import head_slices, plant_induction_circuit
 from hf_recipes.data.sources import load_chat_splits
 from hf_recipes.data.stdlib import BUILTIN_CHAT_TASK
 
@@ -39,12 +39,13 @@ def token_counts(tokenizer, prompts: int) -> torch.Tensor:
 def direct_copy_ranks(model: GPT2LMHeadModel) -> torch.Tensor:
     """Each token's rank among all tokens when the induction head (layer 1, head 0) writes it and the tied embedding
     reads the logits back (0: the token copies itself)."""
-    width, head_dim = model.config.n_embd, model.config.n_embd // model.config.n_head
+    width = model.config.n_embd
+    _, _, value_columns, output_rows = head_slices(width, width // model.config.n_head, head=0)
     embedding = model.transformer.wte.weight
     block = model.transformer.h[1]
     normed = torch.nn.functional.layer_norm(embedding, (width,), block.ln_1.weight, None, block.ln_1.eps)
-    value = normed @ block.attn.c_attn.weight[:, 2 * width : 2 * width + head_dim]
-    logits = (value @ block.attn.c_proj.weight[:head_dim]) @ embedding.T
+    value = normed @ block.attn.c_attn.weight[:, value_columns]
+    logits = (value @ block.attn.c_proj.weight[output_rows]) @ embedding.T
     return (logits > logits.diagonal()[:, None]).sum(dim=1)
 
 

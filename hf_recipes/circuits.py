@@ -64,15 +64,20 @@ def orthonormal_columns(rows: int, columns: int, generator: torch.Generator) -> 
     return torch.linalg.qr(torch.randn(rows, columns, generator=generator))[0]
 
 
+def head_slices(width: int, head_dim: int, head: int) -> tuple[slice, slice, slice, slice]:
+    """Where one head lives in GPT-2's fused Conv1D weights: its query, key and value columns of c_attn (width x
+    3 width, queries then keys then values) and its output rows of c_proj (width x width, rows by head)."""
+    start = head * head_dim
+    query, key, value = (slice(index * width + start, index * width + start + head_dim) for index in range(3))
+    return query, key, value, slice(start, start + head_dim)
+
+
 def _set_head(attention, head: int, query, key, value, output) -> None:
-    """Write one head's query/key/value maps (width x head_dim) and output map (head_dim x width) into GPT-2's fused
-    Conv1D weights (c_attn: width x 3 width, queries then keys then values; c_proj: width x width, rows by head)."""
-    width, head_dim = query.shape
-    columns = slice(head * head_dim, (head + 1) * head_dim)
-    weight = attention.c_attn.weight
-    for index, block in enumerate((query, key, value)):
-        weight[:, index * width + columns.start : index * width + columns.stop] = block
-    attention.c_proj.weight[columns, :] = output
+    """Write one head's query/key/value maps (width x head_dim) and output map (head_dim x width)."""
+    *columns, rows = head_slices(*query.shape, head)
+    for block_columns, block in zip(columns, (query, key, value), strict=True):
+        attention.c_attn.weight[:, block_columns] = block
+    attention.c_proj.weight[rows, :] = output
 
 
 @torch.no_grad()

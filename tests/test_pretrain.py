@@ -177,7 +177,7 @@ def test_a_held_circuit_keeps_its_planted_weights_for_the_steps_asked_and_trains
 
 
 def test_freed_copy_maps_train_while_the_induction_head_keeps_where_it_looks(tmp_path):
-    from hf_recipes.circuits import PlantedCircuit
+    from hf_recipes.circuits import PlantedCircuit, head_slices
     from hf_recipes.modeling import build_model
 
     one_step = ["--n_head", "4", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"]
@@ -189,12 +189,11 @@ def test_freed_copy_maps_train_while_the_induction_head_keeps_where_it_looks(tmp
     held_parts = (PlantedCircuit(model, copy_maps=False).values for model in (planted, free))
     for start, value in zip(*held_parts, strict=True):
         assert torch.equal(value, start)  # layer 0's head, the position code, layer 1's query and key: written back
-    width, head_dim = planted.config.n_embd, planted.config.n_embd // 4
+    _, _, value, output = head_slices(planted.config.n_embd, planted.config.n_embd // 4, head=0)
     for model, trained in ((held, False), (free, True)):
         attention, start = model.transformer.h[1].attn, planted.transformer.h[1].attn
-        value = slice(2 * width, 2 * width + head_dim)
         assert torch.equal(attention.c_attn.weight[:, value], start.c_attn.weight[:, value]) is not trained
-        assert torch.equal(attention.c_proj.weight[:head_dim], start.c_proj.weight[:head_dim]) is not trained
+        assert torch.equal(attention.c_proj.weight[output], start.c_proj.weight[output]) is not trained
 
 
 def test_the_curriculum_reshapes_training_batches_only_and_the_loss_counts_their_tokens(tmp_path, monkeypatch):
