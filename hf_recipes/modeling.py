@@ -15,7 +15,8 @@ from hf_recipes.runtime import RecipeError
 logger = logging.getLogger("hf_recipes")
 
 # GPT-2 shapes by name. gpt2-tiny is sized so the whole CPU pipeline fits in minutes on two cores:
-# 4 x 12 x 256^2 x 4 layers = 3.1M non-embedding parameters, + 8,192 x 256 = 2.1M tied embedding.
+# 4 x 12 x 256^2 x 4 layers = 3.1M non-embedding parameters, + 4,096 x 256 = 1.0M tied embedding for the recipes'
+# vocabulary.
 PRESETS: dict[str, dict[str, int]] = {
     "gpt2-tiny": {"n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 512},
     "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
